@@ -1,0 +1,45 @@
+"""Qwen2-Audio with a trainable domain adapter for Laser Doppler Vibrometer (LDV) speech.
+
+The configuration and modeling modules are the two files that travel to the Hub with a saved adapter;
+everything else (simulator, data, training, evaluation, tools) is loaded on first use.
+"""
+
+from importlib import import_module
+
+from .configuration_qwen2audio_ldv import ADAPTER_PRESETS, DomainAdapterConfig, Qwen2AudioLDVConfig
+from .modeling_qwen2audio_ldv import (
+    DOMAIN_ADAPTER_PREFIX,
+    MLPDomainAdapter,
+    Qwen2AudioLDVForConditionalGeneration,
+    TransformerDomainAdapter,
+    add_domain_adapter_to_model,
+)
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first attribute access (numpy/scipy/datasets stay unloaded
+# for users who only need the model).
+_LAZY = {
+    "simulate_ldv": "simulator",
+    "LDVCondition": "simulator",
+    "LDV_PRESETS": "simulator",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "ADAPTER_PRESETS",
+    "DOMAIN_ADAPTER_PREFIX",
+    "DomainAdapterConfig",
+    "MLPDomainAdapter",
+    "Qwen2AudioLDVConfig",
+    "Qwen2AudioLDVForConditionalGeneration",
+    "TransformerDomainAdapter",
+    "add_domain_adapter_to_model",
+    *_LAZY,
+]
