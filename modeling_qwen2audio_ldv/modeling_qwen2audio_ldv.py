@@ -1,0 +1,804 @@
+# Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
+"""Qwen2-Audio with a trainable domain adapter between the audio encoder and the projector.
+
+```
+input_features (B, n_mels, 3000) -> audio_tower (frozen) -> (B, T, d_model), T <= 750
+  -> domain_adapter (trainable)  -> (B, T, d_model), padding-aware, same shape
+  -> multi_modal_projector (frozen) -> replaces the <|AUDIO|> tokens -> language model (frozen)
+```
+
+This file travels to the Hub with every saved adapter (``trust_remote_code``): it imports only torch,
+transformers, safetensors (a transformers dependency) and, relatively, the configuration file.
+
+Integration: ``Qwen2AudioModel.forward`` runs tower and projector inline with no hook in between, so this
+class owns the audio path only (tower -> adapter -> projector -> merge into the token embeddings) and hands
+``inputs_embeds`` to the parent's ``forward``, which then runs just the language model and the loss. The
+base weight names are unchanged; the adapter's parameters all start with ``domain_adapter.``.
+"""
+
+import contextlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+from transformers.masking_utils import create_bidirectional_mask
+from transformers.utils import ModelOutput, cached_file
+
+from .configuration_qwen2audio_ldv import ADAPTER_PRESETS, DomainAdapterConfig, Qwen2AudioLDVConfig
+
+try:  # transformers >= 5: legacy checkpoint keys are renamed by model type, which skips custom classes.
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
+except ImportError:  # pragma: no cover - older transformers load legacy keys by other means
+    get_checkpoint_conversion_mapping = register_checkpoint_conversion_mapping = None
+
+#: Every trainable parameter of the adapted model starts with this prefix (freeze, count, save and load by it).
+DOMAIN_ADAPTER_PREFIX = "domain_adapter."
+#: File of an adapter-only checkpoint (not ``adapter_config.json``/``adapter_model.*``: those names make
+#: transformers redirect the repo to PEFT).
+ADAPTER_WEIGHTS_NAME = "domain_adapter.safetensors"
+#: The name of the adapter a model is built with.
+DEFAULT_ADAPTER_NAME = "default"
+#: ``audio_domain`` values with a fixed meaning: ``mic`` bypasses every adapter, ``ldv`` uses the active one.
+MIC_DOMAIN, LDV_DOMAIN = "mic", "ldv"
+_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+_CODE_FILES = ("configuration_qwen2audio_ldv.py", "modeling_qwen2audio_ldv.py")
+_AUTO_MAP = {
+    "AutoConfig": "configuration_qwen2audio_ldv.Qwen2AudioLDVConfig",
+    "AutoModelForSeq2SeqLM": "modeling_qwen2audio_ldv.Qwen2AudioLDVForConditionalGeneration",
+    "AutoModelForMultimodalLM": "modeling_qwen2audio_ldv.Qwen2AudioLDVForConditionalGeneration",
+}
+
+
+@dataclass
+class DomainAdapterOutput(ModelOutput):
+    """Output of a domain adapter when details are requested.
+
+    Args:
+        hidden_states: adapted features ``(batch, frames, d_model)``.
+        attentions: one ``(batch, heads, frames, frames)`` map per layer (transformer adapter), over the valid
+            frames of the batch (``frames`` = longest valid length).
+        gate: gate values ``(batch, frames, d_model)`` in (0, 1), ``None`` without a gate.
+    """
+
+    hidden_states: torch.Tensor | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    gate: torch.Tensor | None = None
+
+
+def _sinusoidal_positions(length: int, dim: int, device, dtype) -> torch.Tensor:
+    """Sinusoidal position encoding ``(length, dim)`` (Vaswani et al., 2017)."""
+    position = torch.arange(length, device=device, dtype=torch.float32)[:, None]
+    inv_freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, device=device, dtype=torch.float32)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq)
+    return table.to(dtype)
+
+
+def _trim_to_valid(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None):
+    """Cut ``(B, T, D)`` features to the batch's longest valid length; returns (trimmed, mask (B, L) bool)."""
+    batch, frames, _ = hidden_states.shape
+    if attention_mask is None:
+        return hidden_states, torch.ones(batch, frames, dtype=torch.bool, device=hidden_states.device)
+    mask = attention_mask.to(device=hidden_states.device, dtype=torch.bool)
+    if mask.shape != (batch, frames):
+        raise ValueError(f"attention_mask must have shape {(batch, frames)} (batch, frames), got {tuple(mask.shape)}")
+    valid = int(mask.sum(-1).max().item()) if batch else 0
+    return hidden_states[:, :valid], mask[:, :valid]
+
+
+class DomainAdapterLayer(nn.Module):
+    """Pre-LN transformer encoder layer (self-attention + GELU feed-forward) over ``(batch, frames, dim)``."""
+
+    def __init__(self, dim: int, num_heads: int, ff_dim: int, dropout: float):
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.dropout = dropout
+        self.self_attn_layer_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.final_layer_norm = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, ff_dim)
+        self.fc2 = nn.Linear(ff_dim, dim)
+
+    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor, output_attentions: bool = False):
+        """``key_mask`` ``(batch, 1, 1, frames)`` bool, True where a frame may be attended to."""
+        batch, frames, dim = hidden_states.shape
+        residual = hidden_states
+        qkv = self.qkv(self.self_attn_layer_norm(hidden_states))
+        q, k, v = qkv.view(batch, frames, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        dropout_p = self.dropout if self.training else 0.0
+        weights = None
+        if output_attentions:
+            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
+            scores = scores.masked_fill(~key_mask, torch.finfo(scores.dtype).min)
+            weights = scores.softmax(-1)
+            attn = F.dropout(weights, p=dropout_p, training=self.training) @ v
+        else:
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout_p)
+        attn = attn.transpose(1, 2).reshape(batch, frames, dim)
+        hidden_states = residual + F.dropout(self.out_proj(attn), p=self.dropout, training=self.training)
+        residual = hidden_states
+        hidden_states = self.fc2(F.dropout(F.gelu(self.fc1(self.final_layer_norm(hidden_states))), p=self.dropout,
+                                           training=self.training))
+        hidden_states = residual + F.dropout(hidden_states, p=self.dropout, training=self.training)
+        return hidden_states, weights
+
+
+class _DomainAdapterBase(nn.Module):
+    """Shared residual/gate/scale/padding logic of the adapters."""
+
+    def __init__(self, config: DomainAdapterConfig, input_dim: int):
+        super().__init__()
+        config.check_input_dim(input_dim)
+        self.config = config
+        self.input_dim = input_dim
+        self.gate = nn.Sequential(nn.Linear(input_dim, input_dim), nn.Sigmoid()) if config.use_gate else None
+        self.scale = nn.Parameter(torch.full((1,), float(config.scale_init)))
+
+    def compute_delta(self, hidden_states, valid_mask, output_attentions):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
+        output_gate: bool = False,
+    ) -> torch.Tensor | DomainAdapterOutput:
+        """Adapt encoder features.
+
+        Args:
+            hidden_states: ``(batch, frames, d_model)`` audio-encoder output.
+            attention_mask: ``(batch, frames)``, 1 on valid frames, 0 on padding; ``None`` = all valid. The
+                adapter computes over the batch's longest valid length only; padded frames are returned unchanged
+                and never influence valid ones.
+            output_attentions, output_gate: return a [`DomainAdapterOutput`] with the attention maps / gate values.
+
+        Returns:
+            ``(batch, frames, d_model)`` in the input's dtype, or a [`DomainAdapterOutput`] when details are asked.
+        """
+        if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.input_dim:
+            raise ValueError(
+                f"domain adapter expects features of shape (batch, frames, {self.input_dim}), "
+                f"got {tuple(hidden_states.shape)}"
+            )
+        x, valid = _trim_to_valid(hidden_states, attention_mask)
+        x = x.to(self.scale.dtype)
+        delta, attentions = self.compute_delta(x, valid, output_attentions)
+        gate = self.gate(x) if self.gate is not None else None
+        if gate is not None:
+            delta = gate * delta
+        adapted = (x + self.scale * delta).to(hidden_states.dtype)
+        adapted = torch.where(valid[..., None], adapted, hidden_states[:, : adapted.shape[1]])
+        output = torch.cat([adapted, hidden_states[:, adapted.shape[1]:]], dim=1)
+        if output_attentions or output_gate:
+            return DomainAdapterOutput(hidden_states=output, attentions=attentions, gate=gate)
+        return output
+
+
+class TransformerDomainAdapter(_DomainAdapterBase):
+    """``y = x + scale * sigmoid(gate(x)) * LayerNorm(Linear(layers(x [+ pos])))``, masked by padding.
+
+    ``layers`` are ``num_layers`` pre-LN transformer encoder layers (self-attention through
+    ``scaled_dot_product_attention``, GELU feed-forward). Parameter counts at d_model 1280 with the gate:
+    lightweight 12.47M, standard 26.90M, heavy 71.50M.
+    """
+
+    def __init__(self, config: DomainAdapterConfig, input_dim: int):
+        super().__init__(config, input_dim)
+        self.layers = nn.ModuleList(
+            DomainAdapterLayer(input_dim, config.num_heads, config.ff_dim, config.dropout)
+            for _ in range(config.num_layers)
+        )
+        self.output_projection = nn.Linear(input_dim, input_dim)
+        self.output_norm = nn.LayerNorm(input_dim)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if self.config.zero_init:
+            nn.init.zeros_(self.output_norm.weight)
+            nn.init.zeros_(self.output_norm.bias)
+        nn.init.constant_(self.scale, float(self.config.scale_init))
+
+    def compute_delta(self, x, valid, output_attentions):
+        h = x
+        if self.config.use_position_encoding:
+            h = h + _sinusoidal_positions(x.shape[1], self.input_dim, x.device, x.dtype)
+        key_mask = valid.clone()
+        key_mask[:, 0] = True  # a clip with no valid frame must not turn softmax into NaN; its output is discarded
+        key_mask = key_mask[:, None, None, :]
+        attentions = []
+        for layer in self.layers:
+            h, weights = layer(h, key_mask, output_attentions)
+            attentions.append(weights)
+        delta = self.output_norm(self.output_projection(h))
+        return delta, (tuple(attentions) if output_attentions else None)
+
+
+class MLPDomainAdapter(_DomainAdapterBase):
+    """Per-frame bottleneck: ``y = x + scale * [gate(x) *] up(GELU(down(LayerNorm(x))))``.
+
+    About 0.66M parameters at d_model 1280 with ``bottleneck_dim`` 256 and no gate.
+    """
+
+    def __init__(self, config: DomainAdapterConfig, input_dim: int):
+        super().__init__(config, input_dim)
+        self.norm = nn.LayerNorm(input_dim)
+        self.down = nn.Linear(input_dim, config.bottleneck_dim)
+        self.up = nn.Linear(config.bottleneck_dim, input_dim)
+        self.dropout = nn.Dropout(config.dropout)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if self.config.zero_init:
+            nn.init.zeros_(self.up.weight)
+        nn.init.constant_(self.scale, float(self.config.scale_init))
+
+    def compute_delta(self, x, valid, output_attentions):
+        return self.up(self.dropout(F.gelu(self.down(self.norm(x))))), None
+
+
+_ADAPTER_CLASSES = {"transformer": TransformerDomainAdapter, "mlp": MLPDomainAdapter}
+
+
+def build_domain_adapter(config: DomainAdapterConfig, input_dim: int) -> nn.Module | None:
+    """The adapter module for ``config`` (``None`` for ``adapter_type="none"``)."""
+    if config.input_dim is not None and config.input_dim != input_dim:
+        raise ValueError(f"adapter `input_dim` ({config.input_dim}) differs from the encoder's d_model ({input_dim})")
+    if config.adapter_type == "none":
+        return None
+    return _ADAPTER_CLASSES[config.adapter_type](config, input_dim)
+
+
+def encode_audio(
+    audio_tower: nn.Module,
+    input_features: torch.Tensor,
+    feature_attention_mask: torch.Tensor,
+    trim: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the Qwen2-Audio encoder; returns features ``(batch, frames, d_model)`` and valid lengths ``(batch,)``.
+
+    ``trim=False`` is the stock pass over the padded ``max_source_positions * 2`` mel frames (3000 = 30 s), with
+    the stock attention mask. ``trim=True`` runs the same layers and weights on the batch's longest valid mel
+    length plus two frames (so the two convolutions see the same neighbours as in the padded pass), with position
+    embeddings and the mask built for that length. The stock mask removes padded frames from every query's keys,
+    so the valid frames' outputs are the same; the output then has fewer (padded) frames.
+    """
+    mel_lengths = feature_attention_mask.sum(-1)
+    feat_lengths, output_lengths = audio_tower._get_feat_extract_output_lengths(mel_lengths)
+    batch, _, mel_frames = input_features.shape
+    expected = audio_tower.config.max_source_positions * audio_tower.conv1.stride[0] * audio_tower.conv2.stride[0]
+    if mel_frames != expected:
+        raise ValueError(f"input_features must have {expected} mel frames (the processor pads to it), got {mel_frames}")
+    used = min(mel_frames, 2 * int(feat_lengths.max().item()) + 2) if trim and batch else mel_frames
+    conv_frames = (used - 1) // 2 + 1
+    frame_mask = torch.arange(conv_frames, device=feat_lengths.device)[None, :] < feat_lengths[:, None]
+    dummy = torch.zeros((batch, conv_frames, 1), dtype=audio_tower.conv1.weight.dtype, device=input_features.device)
+    attention_mask = create_bidirectional_mask(
+        config=audio_tower.config, inputs_embeds=dummy, attention_mask=frame_mask.long()
+    )
+    if used == mel_frames:
+        hidden = audio_tower(input_features, attention_mask=attention_mask).last_hidden_state
+        return hidden, output_lengths
+
+    features = input_features[:, :, :used].to(dtype=audio_tower.conv1.weight.dtype, device=audio_tower.conv1.weight.device)
+    hidden = F.gelu(audio_tower.conv1(features))
+    hidden = F.gelu(audio_tower.conv2(hidden)).permute(0, 2, 1)
+    hidden = hidden + audio_tower.embed_positions.weight[:conv_frames]
+    hidden = F.dropout(hidden, p=audio_tower.dropout, training=audio_tower.training)
+    for layer in audio_tower.layers:
+        if audio_tower.training and audio_tower.layerdrop > 0.0 and torch.rand([]) < audio_tower.layerdrop:
+            continue
+        hidden = layer(hidden, attention_mask)
+    hidden = audio_tower.avg_pooler(hidden.permute(0, 2, 1)).permute(0, 2, 1)
+    return audio_tower.layer_norm(hidden), output_lengths
+
+
+def _is_pickle(path: str) -> bool:
+    return str(path).lower().endswith(_PICKLE_SUFFIXES)
+
+
+def _resolve_adapter_file(path_or_repo: str, **hub_kwargs) -> str:
+    """Local path of an adapter's safetensors file from a file, a directory or a Hub repo."""
+    path_or_repo = str(path_or_repo)
+    if _is_pickle(path_or_repo):
+        raise ValueError(
+            f"{path_or_repo}: refusing to load a pickled adapter; only safetensors files are loaded "
+            f"(convert with safetensors.torch.save_file)"
+        )
+    if os.path.isfile(path_or_repo):
+        if not path_or_repo.endswith(".safetensors"):
+            raise ValueError(f"{path_or_repo}: expected a .safetensors adapter file")
+        return path_or_repo
+    if os.path.isdir(path_or_repo):
+        candidate = os.path.join(path_or_repo, ADAPTER_WEIGHTS_NAME)
+        if os.path.isfile(candidate):
+            return candidate
+        pickles = sorted(p.name for p in Path(path_or_repo).iterdir() if _is_pickle(p.name))
+        hint = f"; found only pickle files {pickles}, which are refused: only safetensors are loaded" if pickles else ""
+        raise FileNotFoundError(f"{path_or_repo}: no {ADAPTER_WEIGHTS_NAME}{hint}")
+    resolved = cached_file(path_or_repo, ADAPTER_WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    if resolved is None:
+        raise FileNotFoundError(f"{path_or_repo}: no {ADAPTER_WEIGHTS_NAME} in this repository")
+    return resolved
+
+
+def _has_adapter_file(path_or_repo: str, **hub_kwargs) -> bool:
+    if os.path.isdir(str(path_or_repo)):
+        return os.path.isfile(os.path.join(str(path_or_repo), ADAPTER_WEIGHTS_NAME))
+    return cached_file(str(path_or_repo), ADAPTER_WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False,
+                       **hub_kwargs) is not None
+
+
+def _load_adapter_state(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Strictly load an adapter's weights: every key present, none extra, every shape equal."""
+    expected = module.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"{source}: adapter weights do not match the adapter configuration; "
+            f"missing keys {missing}, unexpected keys {unexpected}"
+        )
+    wrong = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
+             if tuple(state[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ValueError(f"{source}: adapter weight shapes differ (was it trained for another d_model?): {wrong}")
+    module.load_state_dict(state, strict=True)
+
+
+class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
+    """Qwen2-Audio with a domain adapter between ``audio_tower`` and ``multi_modal_projector``.
+
+    Extra ``forward``/``generate`` argument ``audio_domain`` (list of str, one per audio): ``"ldv"`` (default)
+    adapts with the active adapter, ``"mic"`` bypasses the adapters, any loaded adapter's name uses that adapter.
+    """
+
+    config_class = Qwen2AudioLDVConfig
+    config: Qwen2AudioLDVConfig
+    def __init__(self, config: Qwen2AudioLDVConfig):
+        super().__init__(config)
+        self._init_domain_adapter_state()
+        self.post_init()
+
+    def _init_domain_adapter_state(self) -> None:
+        self.domain_adapter = build_domain_adapter(self.config.adapter_config, self.config.audio_config.d_model)
+        self.domain_adapter_bank = nn.ModuleDict()  # named adapters that are loaded but not active
+        self.domain_adapter_configs = {DEFAULT_ADAPTER_NAME: self.config.adapter_config}
+        self.active_domain_adapter = DEFAULT_ADAPTER_NAME
+        self._domain_adapter_enabled = True
+
+    def _init_weights(self, module):
+        if isinstance(module, _DomainAdapterBase):
+            module.reset_parameters()
+        else:
+            super()._init_weights(module)
+
+    # ----------------------------------------------------------------------------------------------- audio path
+    def _adapter_for(self, name: str) -> nn.Module | None:
+        if name in (LDV_DOMAIN, self.active_domain_adapter):
+            return self.domain_adapter
+        if name in self.domain_adapter_bank:
+            return self.domain_adapter_bank[name]
+        raise ValueError(f"unknown audio_domain {name!r}; known: {self._known_domains()}")
+
+    def _known_domains(self) -> list[str]:
+        return [MIC_DOMAIN, LDV_DOMAIN, self.active_domain_adapter, *self.domain_adapter_bank.keys()]
+
+    def apply_domain_adapter(
+        self,
+        audio_hidden_states: torch.Tensor,
+        audio_output_lengths: torch.Tensor,
+        audio_domain: list[str] | str | None = None,
+    ) -> torch.Tensor:
+        """Adapt encoder features ``(num_audios, frames, d_model)`` with valid lengths ``(num_audios,)``."""
+        num_audios, frames, _ = audio_hidden_states.shape
+        if audio_domain is None:
+            audio_domain = [LDV_DOMAIN] * num_audios
+        elif isinstance(audio_domain, str):
+            audio_domain = [audio_domain] * num_audios
+        if len(audio_domain) != num_audios:
+            raise ValueError(f"audio_domain has {len(audio_domain)} entries but the batch has {num_audios} audios")
+        for name in audio_domain:
+            if name != MIC_DOMAIN:
+                self._adapter_for(name)  # raises on unknown names before any work
+        if not self._domain_adapter_enabled:
+            return audio_hidden_states
+        mask = torch.arange(frames, device=audio_hidden_states.device)[None, :] < audio_output_lengths.to(
+            audio_hidden_states.device)[:, None]
+        if len(set(audio_domain)) == 1:
+            adapter = None if audio_domain[0] == MIC_DOMAIN else self._adapter_for(audio_domain[0])
+            return audio_hidden_states if adapter is None else adapter(audio_hidden_states, mask)
+        output = audio_hidden_states.clone()
+        groups: dict[int, tuple[nn.Module, list[int]]] = {}
+        for index, name in enumerate(audio_domain):
+            adapter = None if name == MIC_DOMAIN else self._adapter_for(name)
+            if adapter is not None:
+                groups.setdefault(id(adapter), (adapter, []))[1].append(index)
+        for adapter, indices in groups.values():
+            rows = torch.tensor(indices, device=audio_hidden_states.device)
+            output[rows] = adapter(audio_hidden_states[rows], mask[rows])
+        return output
+
+    def get_audio_features(
+        self,
+        input_features: torch.Tensor,
+        feature_attention_mask: torch.Tensor,
+        audio_domain: list[str] | str | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tower -> adapter -> projector. Returns ``(num_audios, frames, text_hidden)`` and valid lengths."""
+        audio_model = self.model
+        hidden, lengths = encode_audio(
+            audio_model.audio_tower, input_features, feature_attention_mask, trim=self.config.trim_audio_tower
+        )
+        hidden = self.apply_domain_adapter(hidden, lengths, audio_domain)
+        return audio_model.multi_modal_projector(hidden), lengths
+
+    def _merge_audio(self, input_ids, input_features, feature_attention_mask, audio_domain) -> torch.Tensor:
+        target_device = self.model.audio_tower.device
+        input_features = input_features.to(target_device)
+        if feature_attention_mask is None:
+            raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
+        feature_attention_mask = feature_attention_mask.to(target_device)
+        inputs_embeds = self.get_input_embeddings()(input_ids)
+        audio_features, lengths = self.get_audio_features(input_features, feature_attention_mask, audio_domain)
+        valid = torch.arange(audio_features.shape[1], device=audio_features.device)[None, :] < lengths.to(
+            audio_features.device)[:, None]
+        audio_features = audio_features[valid]
+        audio_token_mask = input_ids == self.config.audio_token_id
+        n_tokens = int(audio_token_mask.sum().item())
+        if n_tokens != audio_features.shape[0]:
+            raise ValueError(
+                f"Audio features and audio tokens do not match: {n_tokens} <|AUDIO|> tokens in input_ids but "
+                f"{audio_features.shape[0]} audio frames. Build inputs with the Qwen2-Audio processor, which "
+                "expands one <|AUDIO|> per frame, and never truncate a run of <|AUDIO|> tokens."
+            )
+        audio_features = audio_features.to(inputs_embeds.device, inputs_embeds.dtype)
+        return inputs_embeds.masked_scatter(audio_token_mask.unsqueeze(-1).to(inputs_embeds.device), audio_features)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        input_features: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        feature_attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        audio_domain: list[str] | str | None = None,
+        **kwargs,
+    ):
+        r"""Same as [`Qwen2AudioForConditionalGeneration.forward`], with the adapter in the audio path.
+
+        audio_domain (`list[str]` or `str`, *optional*):
+            Per audio: ``"ldv"`` (default, the active adapter), ``"mic"`` (no adapter) or a loaded adapter's name.
+        """
+        if "past_key_values" in kwargs and cache is None:
+            cache = kwargs.pop("past_key_values")
+        if input_features is not None and inputs_embeds is None and input_ids is not None and input_ids.shape[1] != 1:
+            inputs_embeds = self._merge_audio(input_ids, input_features, feature_attention_mask, audio_domain)
+            input_ids = None
+        return super().forward(
+            input_ids=input_ids if inputs_embeds is None else None,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            use_cache=use_cache,
+            **kwargs,
+        )
+
+    # ------------------------------------------------------------------------------------------------- control
+    def freeze_base_model(self) -> "Qwen2AudioLDVForConditionalGeneration":
+        """Make only the active adapter (``domain_adapter.*``) trainable; everything else is frozen."""
+        for name, parameter in self.named_parameters():
+            parameter.requires_grad_(name.startswith(DOMAIN_ADAPTER_PREFIX))
+        return self
+
+    def domain_adapter_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the active adapter."""
+        return [] if self.domain_adapter is None else list(self.domain_adapter.parameters())
+
+    def num_domain_adapter_parameters(self) -> int:
+        return sum(p.numel() for p in self.domain_adapter_parameters())
+
+    @contextlib.contextmanager
+    def disable_domain_adapter(self):
+        """Within the block the model is exactly the base model (every adapter bypassed)."""
+        previous = self._domain_adapter_enabled
+        self._domain_adapter_enabled = False
+        try:
+            yield self
+        finally:
+            self._domain_adapter_enabled = previous
+
+    def list_domain_adapters(self) -> list[str]:
+        """Names of the loaded adapters, the active one first."""
+        return [self.active_domain_adapter, *self.domain_adapter_bank.keys()]
+
+    def set_domain_adapter(self, adapter_name: str) -> None:
+        """Make a loaded adapter the active one (``model.domain_adapter``, ``audio_domain="ldv"``)."""
+        if adapter_name == self.active_domain_adapter:
+            return
+        if adapter_name not in self.domain_adapter_bank:
+            raise ValueError(f"unknown adapter {adapter_name!r}; loaded adapters: {self.list_domain_adapters()}")
+        incoming = self.domain_adapter_bank.pop(adapter_name)
+        if self.domain_adapter is not None:
+            self.domain_adapter_bank[self.active_domain_adapter] = self.domain_adapter
+        self.domain_adapter = incoming
+        self.active_domain_adapter = adapter_name
+        self.config.domain_adapter = self.domain_adapter_configs[adapter_name].to_dict()
+
+    def delete_domain_adapter(self, adapter_name: str) -> None:
+        """Remove a loaded adapter that is not the active one."""
+        if adapter_name == self.active_domain_adapter:
+            raise ValueError(f"{adapter_name!r} is the active adapter; set another one active first")
+        if adapter_name not in self.domain_adapter_bank:
+            raise ValueError(f"unknown adapter {adapter_name!r}; loaded adapters: {self.list_domain_adapters()}")
+        del self.domain_adapter_bank[adapter_name]
+        del self.domain_adapter_configs[adapter_name]
+
+    def load_domain_adapter(self, path_or_repo: str, adapter_name: str | None = None, **hub_kwargs) -> str:
+        """Load an adapter saved with ``save_pretrained`` (directory or Hub repo) next to the current ones.
+
+        The adapter must have been trained for this base: the saved ``base_model_name_or_path`` and the encoder
+        width must match. Returns the adapter's name (default: the repo or directory name).
+        """
+        path_or_repo = str(path_or_repo)
+        adapter_name = adapter_name or Path(path_or_repo.rstrip("/")).name
+        if adapter_name in (MIC_DOMAIN, LDV_DOMAIN) or adapter_name in self.list_domain_adapters():
+            raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
+        weights = _resolve_adapter_file(path_or_repo, **hub_kwargs)
+        config_path = os.path.join(os.path.dirname(weights), "config.json")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{path_or_repo}: no config.json next to {ADAPTER_WEIGHTS_NAME}")
+        with open(config_path, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        saved_base = saved.get("base_model_name_or_path")
+        own_base = self.config.base_model_name_or_path
+        if saved_base and own_base and saved_base != own_base:
+            raise ValueError(
+                f"{path_or_repo}: adapter was trained for base model {saved_base!r}, but this model's base is {own_base!r}"
+            )
+        adapter_config = DomainAdapterConfig.from_dict(saved.get("domain_adapter") or {})
+        saved_dim = (saved.get("audio_config") or {}).get("d_model")
+        own_dim = self.config.audio_config.d_model
+        if saved_dim is not None and saved_dim != own_dim:
+            raise ValueError(
+                f"{path_or_repo}: adapter was trained for an audio encoder with d_model {saved_dim}, "
+                f"this model's encoder has d_model {own_dim}"
+            )
+        module = build_domain_adapter(adapter_config, own_dim)
+        if module is None:
+            raise ValueError(f"{path_or_repo}: adapter_type 'none' has no weights to load")
+        _load_adapter_state(module, load_file(weights), weights)
+        reference = next(self.parameters())
+        self.domain_adapter_bank[adapter_name] = module.to(device=reference.device)
+        self.domain_adapter_configs[adapter_name] = adapter_config
+        module.requires_grad_(False)
+        return adapter_name
+
+    # ------------------------------------------------------------------------------------------ save and load
+    def _write_code_and_config(self, save_directory: str, config: Qwen2AudioLDVConfig) -> None:
+        config.auto_map = dict(_AUTO_MAP)
+        config.architectures = [type(self).__name__]
+        config.save_pretrained(save_directory)
+        here = Path(__file__).resolve().parent
+        for name in _CODE_FILES:
+            shutil.copyfile(here / name, Path(save_directory) / name)
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        adapter_only: bool | None = None,
+        adapter_name: str | None = None,
+        **kwargs: Any,
+    ):
+        """Save the model.
+
+        With a base reference (``config.base_model_name_or_path``), the default writes the adapter only:
+        ``config.json`` (with ``auto_map``), ``domain_adapter.safetensors`` and the two code files. With
+        ``adapter_only=False`` (or no base reference) the whole model is written, plus the same code files.
+        ``adapter_name`` saves one loaded adapter (default: the active one).
+        """
+        if adapter_only is None:
+            adapter_only = self.config.base_model_name_or_path is not None
+        os.makedirs(save_directory, exist_ok=True)
+        adapter_name = adapter_name or self.active_domain_adapter
+        if adapter_name != self.active_domain_adapter:
+            module = self.domain_adapter_bank[adapter_name] if adapter_name in self.domain_adapter_bank else None
+            if module is None:
+                raise ValueError(f"unknown adapter {adapter_name!r}; loaded adapters: {self.list_domain_adapters()}")
+        else:
+            module = self.domain_adapter
+        config = Qwen2AudioLDVConfig.from_dict(self.config.to_dict())
+        config.domain_adapter = self.domain_adapter_configs[adapter_name].to_dict()
+        if adapter_only:
+            if config.base_model_name_or_path is None:
+                raise ValueError("adapter_only=True needs config.base_model_name_or_path (the base to load it onto)")
+            if kwargs.get("is_main_process", True):
+                self._write_code_and_config(save_directory, config)
+                if module is not None:
+                    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+                    save_file(state, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+            return None
+        if adapter_name != self.active_domain_adapter:
+            raise ValueError("a full save writes the active adapter; call set_domain_adapter first")
+        state_dict = kwargs.pop("state_dict", None) or self.state_dict()
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("domain_adapter_bank.")}
+        result = super().save_pretrained(save_directory, state_dict=state_dict, **kwargs)
+        if kwargs.get("is_main_process", True):
+            self._write_code_and_config(save_directory, config)
+        return result
+
+    @classmethod
+    def from_base_pretrained(
+        cls,
+        base_model_name_or_path: str | os.PathLike,
+        adapter_config: DomainAdapterConfig | None = None,
+        **kwargs: Any,
+    ) -> "Qwen2AudioLDVForConditionalGeneration":
+        """Load a stock Qwen2-Audio checkpoint (Hub id or directory) and add a fresh adapter.
+
+        ``kwargs`` go to ``from_pretrained`` (``dtype``, ``device_map``, ``revision``, ...). Every base weight
+        must arrive: a missing or unexpected key other than the new adapter's raises.
+        """
+        base_model_name_or_path = str(base_model_name_or_path)
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+        base_config = AutoConfig.from_pretrained(base_model_name_or_path, **hub_kwargs)
+        if not isinstance(base_config, Qwen2AudioConfig):
+            raise ValueError(
+                f"{base_model_name_or_path}: expected a Qwen2-Audio checkpoint (model_type 'qwen2_audio'), "
+                f"got model_type {getattr(base_config, 'model_type', None)!r}"
+            )
+        if isinstance(base_config, Qwen2AudioLDVConfig):
+            raise ValueError(f"{base_model_name_or_path} already holds an LDV adapter model; use from_pretrained")
+        config = Qwen2AudioLDVConfig.from_base_config(
+            base_config,
+            adapter_config or DomainAdapterConfig(),
+            base_model_name_or_path=base_model_name_or_path,
+            base_model_revision=kwargs.get("revision"),
+        )
+        model, info = super().from_pretrained(base_model_name_or_path, config=config, output_loading_info=True,
+                                              **kwargs)
+        _raise_on_bad_loading_info(base_model_name_or_path, info)
+        return (model, info) if output_loading_info else model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """Load an adapter-only checkpoint (base from ``base_model_name_or_path``, then the adapter, strictly) or a
+        full checkpoint. ``revision`` applies to this repo; the base uses ``config.base_model_revision``.
+        """
+        path = str(pretrained_model_name_or_path)
+        hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder")
+                      if k in kwargs}
+        if not _has_adapter_file(path, **hub_kwargs):
+            output_loading_info = kwargs.pop("output_loading_info", False)
+            model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
+            _raise_on_bad_loading_info(path, info, allow_missing_adapter=False)
+            return (model, info) if output_loading_info else model
+        config = kwargs.pop("config", None)
+        if not isinstance(config, Qwen2AudioLDVConfig):
+            config = Qwen2AudioLDVConfig.from_pretrained(path, **hub_kwargs)
+        if not config.base_model_name_or_path:
+            raise ValueError(f"{path}: adapter-only checkpoint without `base_model_name_or_path` in config.json")
+        for key in ("revision", "subfolder", "trust_remote_code", "adapter_kwargs"):
+            kwargs.pop(key, None)
+        base_revision = kwargs.pop("base_model_revision", config.base_model_revision)
+        if base_revision is not None:
+            kwargs["revision"] = base_revision
+        model = cls.from_base_pretrained(config.base_model_name_or_path, adapter_config=config.adapter_config, **kwargs)
+        model.config.trim_audio_tower = config.trim_audio_tower
+        weights = _resolve_adapter_file(path, **hub_kwargs)
+        if model.domain_adapter is not None:
+            reference = model.domain_adapter.scale
+            state = {k: v.to(reference.device) for k, v in load_file(weights).items()}
+            _load_adapter_state(model.domain_adapter, state, weights)
+        model.config.name_or_path = path
+        return model
+
+
+def _raise_on_bad_loading_info(source: str, info: dict, allow_missing_adapter: bool = True) -> None:
+    """Every weight must arrive; from a base checkpoint only the new adapter's keys may be missing."""
+    missing = sorted(info.get("missing_keys") or [])
+    if allow_missing_adapter:
+        missing = [k for k in missing if not k.startswith(DOMAIN_ADAPTER_PREFIX)]
+    unexpected = sorted(info.get("unexpected_keys") or [])
+    mismatched = list(info.get("mismatched_keys") or [])
+    if missing or unexpected or mismatched:
+        raise ValueError(
+            f"{source}: checkpoint does not match the model: missing keys {missing}, unexpected keys {unexpected}, "
+            f"mismatched shapes {mismatched}"
+        )
+
+
+def add_domain_adapter_to_model(
+    model: Qwen2AudioForConditionalGeneration,
+    adapter_type: str = "transformer",
+    input_dim: int | None = None,
+    num_layers: int | None = None,
+    num_heads: int | None = None,
+    ff_dim: int | None = None,
+    dropout: float | None = None,
+    **adapter_kwargs: Any,
+) -> Qwen2AudioLDVForConditionalGeneration:
+    """Turn a loaded Qwen2-Audio model into a [`Qwen2AudioLDVForConditionalGeneration`] in place.
+
+    The base weights are not copied. ``adapter_type`` is ``transformer``, ``mlp``, ``none`` or a preset name
+    (``lightweight``, ``standard``, ``heavy``); the other arguments override the preset's values.
+    Returns the same object, now of the adapted class, with the base frozen and the adapter trainable.
+    """
+    if not isinstance(model, Qwen2AudioForConditionalGeneration):
+        raise TypeError(f"expected a Qwen2AudioForConditionalGeneration, got {type(model).__name__}")
+    if isinstance(model, Qwen2AudioLDVForConditionalGeneration):
+        raise ValueError("the model already has a domain adapter")
+    overrides = {"input_dim": input_dim, "num_layers": num_layers, "num_heads": num_heads, "ff_dim": ff_dim,
+                 "dropout": dropout, **adapter_kwargs}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if adapter_type in ADAPTER_PRESETS:
+        adapter_config = DomainAdapterConfig.preset(adapter_type, **overrides)
+    else:
+        adapter_config = DomainAdapterConfig(adapter_type=adapter_type, **overrides)
+    base_name = model.config.name_or_path or None
+    model.config = Qwen2AudioLDVConfig.from_base_config(
+        model.config, adapter_config, base_model_name_or_path=base_name
+    )
+    reference = next(model.parameters())
+    model.__class__ = Qwen2AudioLDVForConditionalGeneration
+    model._init_domain_adapter_state()
+    if model.domain_adapter is not None:
+        model.domain_adapter.to(device=reference.device)
+    model.freeze_base_model()
+    return model
+
+
+if register_checkpoint_conversion_mapping is not None:
+    _legacy = get_checkpoint_conversion_mapping("qwen2_audio")
+    if _legacy:
+        register_checkpoint_conversion_mapping(Qwen2AudioLDVForConditionalGeneration.__name__, _legacy, overwrite=True)
+
+__all__ = [
+    "ADAPTER_WEIGHTS_NAME",
+    "DOMAIN_ADAPTER_PREFIX",
+    "DomainAdapterOutput",
+    "MLPDomainAdapter",
+    "Qwen2AudioLDVForConditionalGeneration",
+    "TransformerDomainAdapter",
+    "add_domain_adapter_to_model",
+    "build_domain_adapter",
+    "encode_audio",
+]
