@@ -85,3 +85,56 @@ def plot_mic_vs_ldv(
         fig.suptitle(title)
     fig.savefig(path, dpi=100)
     return path
+
+
+ENCODER_FRAME_SECONDS = 0.04  # one Qwen2-Audio encoder frame = 4 mel frames of 10 ms
+
+
+def plot_gate_over_time(
+    audio: np.ndarray, sample_rate: int, gate: np.ndarray, path: str | os.PathLike, title: str = ""
+) -> Path:
+    """The adapter's gate over time, aligned with the input's spectrogram.
+
+    Args:
+        audio: the (LDV) input ``(samples,)``.
+        sample_rate: Hz.
+        gate: gate values ``(frames, d_model)`` in (0, 1) for the valid encoder frames (40 ms each).
+        path: PNG file to write.
+        title: figure title.
+
+    The top panel is the spectrogram, the middle one the gate per channel (channels on the y axis), the bottom
+    one the gate's mean over channels per frame: the guide expects it between about 0.3 and 0.7 when healthy.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    audio = np.asarray(audio, dtype=np.float64)
+    gate = np.asarray(gate, dtype=np.float64)
+    if gate.ndim != 2 or gate.shape[0] == 0:
+        raise ValueError(f"`gate` must be (frames, d_model) with at least one frame, got shape {gate.shape}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(11, 7), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1, 0.6]})
+    freqs, times, power_db = _spectrogram_db(audio, sample_rate)
+    axes[0].pcolormesh(times, freqs / 1000.0, power_db, vmin=-80.0, vmax=0.0, cmap="magma", shading="auto")
+    axes[0].set_ylabel("frequency (kHz)")
+    axes[0].set_title("input spectrogram")
+    frame_times = (np.arange(gate.shape[0]) + 0.5) * ENCODER_FRAME_SECONDS
+    edges = np.arange(gate.shape[0] + 1) * ENCODER_FRAME_SECONDS
+    image = axes[1].pcolormesh(edges, np.arange(gate.shape[1] + 1), gate.T, vmin=0.0, vmax=1.0, cmap="viridis")
+    axes[1].set_ylabel("channel")
+    axes[1].set_title("gate per channel")
+    fig.colorbar(image, ax=axes[1], label="gate")
+    mean = gate.mean(axis=1)
+    axes[2].plot(frame_times, mean, color="black")
+    axes[2].axhspan(0.3, 0.7, color="green", alpha=0.1, label="healthy range (0.3-0.7)")
+    axes[2].set_ylim(0.0, 1.0)
+    axes[2].set_ylabel("mean gate")
+    axes[2].set_xlabel("time (s)")
+    axes[2].legend(loc="upper right")
+    if title:
+        fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    return path
