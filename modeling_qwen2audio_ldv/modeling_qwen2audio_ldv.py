@@ -464,14 +464,22 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         hidden = self.apply_domain_adapter(hidden, lengths, audio_domain)
         return audio_model.multi_modal_projector(hidden), lengths
 
-    def _merge_audio(self, input_ids, input_features, feature_attention_mask, audio_domain) -> torch.Tensor:
-        target_device = self.model.audio_tower.device
-        input_features = input_features.to(target_device)
-        if feature_attention_mask is None:
-            raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
-        feature_attention_mask = feature_attention_mask.to(target_device)
+    def _merge_audio(
+        self, input_ids, input_features, feature_attention_mask, audio_domain, encoder_outputs=None
+    ) -> torch.Tensor:
         inputs_embeds = self.get_input_embeddings()(input_ids)
-        audio_features, lengths = self.get_audio_features(input_features, feature_attention_mask, audio_domain)
+        if encoder_outputs is not None:  # precomputed (cached) tower outputs: the tower is frozen
+            hidden, lengths = encoder_outputs
+            hidden = self.apply_domain_adapter(hidden.to(self.model.multi_modal_projector.linear.weight.dtype),
+                                               lengths, audio_domain)
+            audio_features = self.model.multi_modal_projector(hidden)
+        else:
+            if feature_attention_mask is None:
+                raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
+            target_device = self.model.audio_tower.device
+            audio_features, lengths = self.get_audio_features(
+                input_features.to(target_device), feature_attention_mask.to(target_device), audio_domain
+            )
         valid = torch.arange(audio_features.shape[1], device=audio_features.device)[None, :] < lengths.to(
             audio_features.device)[:, None]
         audio_features = audio_features[valid]
@@ -498,17 +506,29 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         audio_domain: list[str] | str | None = None,
+        audio_encoder_hidden_states: torch.Tensor | None = None,
+        audio_encoder_lengths: torch.LongTensor | None = None,
         **kwargs,
     ):
         r"""Same as [`Qwen2AudioForConditionalGeneration.forward`], with the adapter in the audio path.
 
         audio_domain (`list[str]` or `str`, *optional*):
             Per audio: ``"ldv"`` (default, the active adapter), ``"mic"`` (no adapter) or a loaded adapter's name.
+        audio_encoder_hidden_states (`torch.Tensor` of shape `(num_audios, frames, d_model)`, *optional*):
+            Precomputed outputs of the frozen audio tower (a feature cache), used instead of ``input_features``;
+            requires ``audio_encoder_lengths`` ``(num_audios,)``, the valid frames of each.
         """
         if "past_key_values" in kwargs and cache is None:
             cache = kwargs.pop("past_key_values")
-        if input_features is not None and inputs_embeds is None and input_ids is not None and input_ids.shape[1] != 1:
-            inputs_embeds = self._merge_audio(input_ids, input_features, feature_attention_mask, audio_domain)
+        has_audio = input_features is not None or audio_encoder_hidden_states is not None
+        if has_audio and inputs_embeds is None and input_ids is not None and input_ids.shape[1] != 1:
+            encoder_outputs = None
+            if audio_encoder_hidden_states is not None:
+                if audio_encoder_lengths is None:
+                    raise ValueError("audio_encoder_lengths is required with audio_encoder_hidden_states")
+                encoder_outputs = (audio_encoder_hidden_states, audio_encoder_lengths)
+            inputs_embeds = self._merge_audio(input_ids, input_features, feature_attention_mask, audio_domain,
+                                              encoder_outputs)
             input_ids = None
         return super().forward(
             input_ids=input_ids if inputs_embeds is None else None,
