@@ -713,8 +713,15 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
             base_model_name_or_path=base_model_name_or_path,
             base_model_revision=kwargs.get("revision"),
         )
-        model, info = super().from_pretrained(base_model_name_or_path, config=config, output_loading_info=True,
-                                              **kwargs)
+        # The new adapter's keys are expected to be missing (they are initialised); keep them out of the load
+        # report, and check below that nothing else is missing.
+        previous = cls._keys_to_ignore_on_load_missing
+        cls._keys_to_ignore_on_load_missing = [r"^domain_adapter\."]
+        try:
+            model, info = super().from_pretrained(base_model_name_or_path, config=config, output_loading_info=True,
+                                                  **kwargs)
+        finally:
+            cls._keys_to_ignore_on_load_missing = previous
         _raise_on_bad_loading_info(base_model_name_or_path, info)
         return (model, info) if output_loading_info else model
 

@@ -1,0 +1,292 @@
+"""Training pieces used by ``train_hf.py``: objectives, the adapter Trainer, and the frozen-tower feature cache.
+
+Objectives (``objective=``):
+
+- ``lm``: cross-entropy on the response (transcript) tokens, the whole model in the loop.
+- ``distill``: paired data only. The adapter's output on the LDV clip is pulled towards the frozen tower's output
+  on the paired microphone clip, over the valid frames (MSE and/or cosine). No LLM forward.
+- ``lm+distill``: ``lm + distill_weight * distill``.
+"""
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+from transformers import Trainer
+
+from .modeling_qwen2audio_ldv import (
+    ADAPTER_WEIGHTS_NAME,
+    DOMAIN_ADAPTER_PREFIX,
+    DomainAdapterConfig,
+    Qwen2AudioLDVForConditionalGeneration,
+    _load_adapter_state,
+    encode_audio,
+)
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("lm", "distill", "lm+distill")
+DISTILL_LOSSES = ("mse", "cosine", "mse+cosine")
+
+
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, lengths: torch.Tensor, kind: str = "mse"
+) -> torch.Tensor:
+    """Feature-matching loss over valid frames.
+
+    Args:
+        student: adapter output on LDV audio ``(batch, frames, d_model)``.
+        teacher: frozen tower output on the paired microphone audio, same shape.
+        lengths: valid frames per clip ``(batch,)``; padded frames do not count.
+        kind: ``mse`` (mean squared error per element), ``cosine`` (mean of ``1 - cos`` per frame) or both summed.
+    """
+    if kind not in DISTILL_LOSSES:
+        raise ValueError(f"`distill_loss` ({kind!r}) must be one of {DISTILL_LOSSES}")
+    frames = min(student.shape[1], teacher.shape[1])
+    student, teacher = student[:, :frames].float(), teacher[:, :frames].float()
+    mask = torch.arange(frames, device=student.device)[None, :] < lengths.to(student.device)[:, None]
+    count = mask.sum().clamp_min(1)
+    loss = student.new_zeros(())
+    if "mse" in kind:
+        loss = loss + ((student - teacher) ** 2).mean(-1)[mask].sum() / count
+    if "cosine" in kind:
+        loss = loss + (1 - F.cosine_similarity(student, teacher, dim=-1))[mask].sum() / count
+    return loss
+
+
+def adapter_parameter_groups(model, learning_rate: float, scale_learning_rate: float | None, weight_decay: float):
+    """Optimiser groups over the trainable adapter parameters only; ``scale`` gets its own learning rate.
+
+    The guide's FAQ (loss not falling): a larger learning rate for ``scale`` (e.g. 10x) lets the correction's
+    strength move faster than the adapter's weights.
+    """
+    scale, decay, no_decay = [], [], []
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        if not name.startswith(DOMAIN_ADAPTER_PREFIX):
+            raise ValueError(f"parameter {name!r} is trainable but not part of the adapter; call freeze_base_model()")
+        if name == DOMAIN_ADAPTER_PREFIX + "scale":
+            scale.append(parameter)
+        elif parameter.dim() < 2:
+            no_decay.append(parameter)
+        else:
+            decay.append(parameter)
+    if not (scale or decay or no_decay):
+        raise ValueError("the model has no trainable adapter parameters (adapter_type 'none'?)")
+    groups = [
+        {"params": decay, "lr": learning_rate, "weight_decay": weight_decay},
+        {"params": no_decay, "lr": learning_rate, "weight_decay": 0.0},
+        {"params": scale, "lr": scale_learning_rate or learning_rate, "weight_decay": 0.0},
+    ]
+    return [group for group in groups if group["params"]]
+
+
+class DomainAdapterTrainer(Trainer):
+    """The HF Trainer with the adapter objectives, adapter-only optimiser groups and a strict resume."""
+
+    def __init__(self, *args, objective: str = "lm", distill_weight: float = 1.0, distill_loss: str = "mse",
+                 scale_learning_rate: float | None = None, **kwargs):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"`objective` ({objective!r}) must be one of {OBJECTIVES}")
+        self.objective = objective
+        self.distill_weight = distill_weight
+        self.distill_kind = distill_loss
+        self.scale_learning_rate = scale_learning_rate
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            groups = adapter_parameter_groups(self.model, self.args.learning_rate, self.scale_learning_rate,
+                                              self.args.weight_decay)
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        distill_inputs = {k: inputs.pop(k) for k in list(inputs) if k.startswith(("mic_", "distill_"))}
+        loss = None
+        outputs = None
+        if "lm" in self.objective.split("+"):
+            outputs = model(**inputs)
+            loss = outputs.loss
+        if "distill" in self.objective:
+            distill = self._distill(model, inputs, distill_inputs)
+            loss = distill * (self.distill_weight if loss is not None else 1.0) + (loss if loss is not None else 0.0)
+        return (loss, outputs) if return_outputs else loss
+
+    def _distill(self, model, inputs, extra) -> torch.Tensor:
+        unwrapped = self.accelerator.unwrap_model(model)
+        if "audio_encoder_hidden_states" in inputs and "mic_audio_encoder_hidden_states" in extra:
+            student_in, lengths = inputs["audio_encoder_hidden_states"], inputs["audio_encoder_lengths"]
+            teacher = extra["mic_audio_encoder_hidden_states"]
+        elif "mic_input_features" in extra:
+            tower = unwrapped.model.audio_tower
+            trim = unwrapped.config.trim_audio_tower
+            with torch.no_grad():
+                student_in, lengths = encode_audio(tower, inputs["input_features"], inputs["feature_attention_mask"],
+                                                   trim=trim)
+                teacher, _ = encode_audio(tower, extra["mic_input_features"], extra["mic_feature_attention_mask"],
+                                          trim=trim)
+        else:
+            raise ValueError("the distill objective needs paired data (a mic_audio column)")
+        student = unwrapped.apply_domain_adapter(student_in.to(unwrapped.domain_adapter.scale.dtype), lengths)
+        return distillation_loss(student, teacher, lengths, self.distill_kind)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            loss = self.compute_loss(model, inputs)
+        return loss.detach(), None, None
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Load the adapter of a checkpoint strictly (the stock resume load is non-strict)."""
+        model = self.accelerator.unwrap_model(model or self.model)
+        load_adapter_checkpoint(model, resume_from_checkpoint)
+
+    def _load_best_model(self):
+        load_adapter_checkpoint(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
+
+
+def load_adapter_checkpoint(model: Qwen2AudioLDVForConditionalGeneration, checkpoint_dir: str) -> None:
+    """Load a Trainer checkpoint's adapter into ``model``: same adapter configuration, every key, nothing else."""
+    config_path = os.path.join(checkpoint_dir, "config.json")
+    weights_path = os.path.join(checkpoint_dir, ADAPTER_WEIGHTS_NAME)
+    if not os.path.isfile(weights_path):
+        raise FileNotFoundError(f"{checkpoint_dir}: no {ADAPTER_WEIGHTS_NAME}; not an adapter checkpoint")
+    with open(config_path, encoding="utf-8") as handle:
+        saved = DomainAdapterConfig.from_dict(json.load(handle).get("domain_adapter") or {})
+    current = model.config.adapter_config
+    if saved != current:
+        differences = {k: (v, getattr(current, k)) for k, v in saved.to_dict().items() if getattr(current, k) != v}
+        raise ValueError(
+            f"{checkpoint_dir}: checkpoint was trained with another adapter configuration; differing fields "
+            f"(checkpoint, current): {differences}"
+        )
+    state = {k: v.to(model.domain_adapter.scale.device) for k, v in load_file(weights_path).items()}
+    _load_adapter_state(model.domain_adapter, state, weights_path)
+
+
+# ------------------------------------------------------------------------------------------------ feature cache
+def _audio_array(value: Any) -> np.ndarray:
+    from .preprocessing import audio_to_array
+
+    return audio_to_array(value)
+
+
+def feature_cache_fingerprint(model, feature_extractor, dataset, audio_columns) -> str:
+    """A key over base model, feature extractor and every clip: any change gives another cache."""
+    digest = hashlib.sha256()
+    digest.update(str(model.config.base_model_name_or_path or model.config.name_or_path).encode())
+    digest.update(json.dumps(model.config.audio_config.to_dict(), sort_keys=True, default=str).encode())
+    tower_state = model.model.audio_tower.state_dict()
+    for key in sorted(tower_state)[:4]:
+        digest.update(tower_state[key].float().flatten()[:64].numpy().tobytes())
+    digest.update(feature_extractor.to_json_string().encode())
+    for column in audio_columns:
+        for value in dataset[column]:
+            digest.update(_audio_array(value).tobytes())
+    return digest.hexdigest()[:16]
+
+
+@torch.no_grad()
+def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cache_dir=None, batch_size=16,
+                        progress=True):
+    """Add the frozen tower's outputs for each audio column as ``<column>_encoder`` (float16, valid frames only).
+
+    Stored with ``datasets`` under ``cache_dir/<fingerprint>``; a later call with the same base model, feature
+    extractor and audio reuses it. Disk cost: ``frames * d_model * 2`` bytes per clip (25 encoder frames per
+    second: 3 s at d_model 1280 = 75 * 1280 * 2 = 192 KB; at the mini base's d_model 128, 19 KB).
+    """
+    import datasets
+    from tqdm.auto import tqdm
+
+    fingerprint = feature_cache_fingerprint(model, processor.feature_extractor, dataset, audio_columns)
+    path = os.path.join(cache_dir, fingerprint) if cache_dir else None
+    if path and os.path.isdir(path):
+        logger.info("feature cache hit: %s", path)
+        return datasets.load_from_disk(path)
+    tower = model.model.audio_tower
+    dtype = tower.conv1.weight.dtype
+    columns = {}
+    for column in audio_columns:
+        encoded = []
+        for start in tqdm(range(0, len(dataset), batch_size), desc=f"caching {column} features", disable=not progress):
+            rows = dataset[start : start + batch_size][column]
+            inputs = processor.feature_extractor([_audio_array(r) for r in rows], sampling_rate=16000,
+                                                 return_attention_mask=True, padding="max_length", return_tensors="pt")
+            hidden, lengths = encode_audio(tower, inputs["input_features"].to(tower.device, dtype),
+                                           inputs["attention_mask"].to(tower.device), trim=True)
+            for row, length in enumerate(lengths.tolist()):
+                encoded.append(hidden[row, :length].to(torch.float16).cpu().numpy().reshape(-1))
+        columns[f"{column}_encoder"] = encoded
+    result = dataset
+    for name, values in columns.items():  # flat (frames * d_model,) float16 per clip; reshaped when collated
+        result = result.add_column(name, values, feature=datasets.Sequence(datasets.Value("float16")))
+    if path:
+        result.save_to_disk(path)
+        result = datasets.load_from_disk(path)
+    return result
+
+
+@dataclass
+class CachedFeatureCollator:
+    """Batches for training from cached tower outputs (no ``input_features``; the tower is skipped).
+
+    Builds the same token sequence the processor builds (one ``<|AUDIO|>`` per encoder frame), right-padded, with
+    labels on the transcript and the final eos only.
+    """
+
+    processor: Any
+    instruction: str
+    feature_key: str = "audio_encoder"
+    text_key: str = "text"
+    mic_feature_key: str | None = None
+    d_model: int = 0  # the audio encoder's width
+
+    def _frames(self, flat) -> torch.Tensor:
+        """A cached clip: flat ``(frames * d_model,)`` float16 -> ``(frames, d_model)`` float32."""
+        return torch.as_tensor(np.asarray(flat, dtype=np.float32)).view(-1, self.d_model)
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        from .preprocessing import build_prompt
+
+        if self.d_model <= 0:
+            raise ValueError("CachedFeatureCollator needs `d_model` (the audio encoder's width)")
+
+        tokenizer = self.processor.tokenizer
+        audio_token = self.processor.audio_token
+        prompt = build_prompt(self.processor, self.instruction)
+        features = [self._frames(e[self.feature_key]) for e in examples]
+        lengths = torch.tensor([f.shape[0] for f in features])
+        sequences, prompt_lengths = [], []
+        for feature in features:
+            expanded = prompt.replace(audio_token, audio_token * feature.shape[0])
+            prompt_lengths.append(len(tokenizer(expanded, add_special_tokens=False)["input_ids"]))
+            sequences.append(expanded)
+        texts = [s + e[self.text_key] + tokenizer.eos_token for s, e in zip(sequences, examples)]
+        batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
+        labels = batch["input_ids"].clone()
+        for row, n in enumerate(prompt_lengths):
+            labels[row, :n] = -100
+        labels[batch["attention_mask"] == 0] = -100
+        out = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "labels": labels,
+            "audio_encoder_hidden_states": torch.nn.utils.rnn.pad_sequence(features, batch_first=True),
+            "audio_encoder_lengths": lengths,
+        }
+        if self.mic_feature_key:
+            mic = [self._frames(e[self.mic_feature_key]) for e in examples]
+            out["mic_audio_encoder_hidden_states"] = torch.nn.utils.rnn.pad_sequence(mic, batch_first=True)
+        return out

@@ -1,0 +1,104 @@
+"""End-to-end runs of train_hf.py on a tiny random base (a few steps, a few synthetic clips)."""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import train_hf  # noqa: E402
+
+pytestmark = pytest.mark.speech
+
+
+@pytest.fixture(scope="module")
+def tiny_base_3s(tmp_path_factory):
+    """A tiny random base with a 3 s window (the synthetic clips are up to ~2.1 s)."""
+    from modeling_qwen2audio_ldv.testing import build_tiny_base
+
+    model, processor = build_tiny_base(max_source_positions=150)
+    path = tmp_path_factory.mktemp("tiny3s")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
+
+
+def tiny_run_args(base, output_dir, *extra):
+    return [
+        "--base_model", str(base), "--output_dir", str(output_dir),
+        "--num_train_utterances", "12", "--num_eval_utterances", "4",
+        "--max_steps", "4", "--save_steps", "2", "--per_device_train_batch_size", "4",
+        "--num_heads", "4", "--ff_dim", "32", "--zero_init", "false",
+        "--eval_batch_size", "4", "--max_new_tokens", "4", "--logging_steps", "1", *extra,
+    ]
+
+
+def test_end_to_end_run(tiny_base_3s, tmp_path):
+    pytest.importorskip("espeakng_loader")
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    base_state = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_base_3s).state_dict()
+    results = train_hf.main(tiny_run_args(tiny_base_3s, tmp_path / "run"))
+
+    # results.json: both eval sets, baseline and adapted rows, numbers in [0, inf)
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["eval"].keys() >= {"ldv", "mic"}
+    for name in ("ldv", "mic"):
+        assert saved["eval"][name].keys() == {"baseline", "adapted"}
+        for row in saved["eval"][name].values():
+            assert row["cer"] >= 0 and row["wer"] >= 0
+    assert saved["adapter"]["trainable_params"] == results["adapter"]["trainable_params"] > 0
+    for picture in ("error_rates.png", "training_curves.png", "mic_vs_ldv.png", "gate_over_time.png"):
+        assert (tmp_path / "run" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # checkpoints and the final save hold adapter keys only, in safetensors
+    checkpoint = tmp_path / "run" / "checkpoint-4"
+    adapter_keys = set(load_file(checkpoint / "domain_adapter.safetensors"))
+    assert adapter_keys and not any(k.startswith(("model.", "lm_head")) for k in adapter_keys)
+    assert not (checkpoint / "model.safetensors").exists()
+    assert "scale" in adapter_keys
+    assert set(load_file(tmp_path / "run" / "adapter" / "domain_adapter.safetensors")) == adapter_keys
+
+    # the base weights are bit-for-bit unchanged: reload the adapter and compare every base tensor
+    from modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
+
+    reloaded = Qwen2AudioLDVForConditionalGeneration.from_pretrained(tmp_path / "run" / "adapter")
+    state = reloaded.state_dict()
+    for key, value in base_state.items():
+        assert torch.equal(state[key], value), key
+    trained = load_file(tmp_path / "run" / "adapter" / "domain_adapter.safetensors")
+    assert not torch.equal(trained["output_norm.weight"], torch.ones_like(trained["output_norm.weight"]))
+
+
+def test_recipe_key_mismatch_names_itself(tmp_path):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("# python train_hf.py bad.yaml\nlearning_rat: 0.001\nmax_steps: 3\n")
+    with pytest.raises(ValueError, match=r"unknown recipe keys \['learning_rat'\]"):
+        train_hf.parse_arguments([str(recipe)])
+
+
+def test_recipes_parse_and_open_with_their_command():
+    for recipe in sorted((REPO / "configuration" / "recipes").glob("*.yaml")):
+        first_line = recipe.read_text().splitlines()[0]
+        assert first_line.startswith("# python train_hf.py") or first_line.startswith("# python benchmarks/"), recipe
+        values = yaml.safe_load(recipe.read_text())
+        if first_line.startswith("# python train_hf.py"):
+            cpu_only = ["--bf16", "false"] if values.get("bf16") else []  # bf16 needs a GPU to validate
+            (model_args, adapter_args, data_args, objective_args, training_args), _ = train_hf.parse_arguments(
+                [str(recipe), "--output_dir", "unused", *cpu_only])
+            assert model_args.base_model == values["base_model"]
+            adapter_args.to_config()  # the adapter fields form a valid configuration
+
+
+def test_command_line_overrides_the_recipe():
+    (model_args, _, data_args, _, training_args), recipe = train_hf.parse_arguments(["--max_steps", "7",
+                                                                                        "--condition", "wall"])
+    assert recipe == train_hf.DEFAULT_RECIPE
+    assert training_args.max_steps == 7 and data_args.condition == "wall"
+    assert model_args.base_model == "mini_base"

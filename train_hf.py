@@ -1,0 +1,322 @@
+"""Train an LDV domain adapter for Qwen2-Audio with the HF Trainer.
+
+    python train_hf.py                                              # the embedded demo (configuration/recipes/demo.yaml)
+    python train_hf.py configuration/recipes/qwen2_audio_7b.yaml    # the real model on your data
+    python train_hf.py configuration/recipes/demo.yaml --max_steps 50 --output_dir outputs/quick   # overrides
+
+Every field of the argument dataclasses below and of ``transformers.TrainingArguments`` is a flag and a recipe key.
+Runs under ``torchrun``/``accelerate launch`` unchanged (only rank 0 writes).
+"""
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from transformers import AutoModelForSeq2SeqLM, AutoProcessor, HfArgumentParser, TrainingArguments, set_seed
+
+from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration
+
+logger = logging.getLogger("train_hf")
+REPO_ROOT = Path(__file__).resolve().parent
+DEFAULT_RECIPE = REPO_ROOT / "configuration" / "recipes" / "demo.yaml"
+
+
+@dataclass
+class ModelArguments:
+    base_model: str = field(default="mini_base", metadata={"help": "Hub id or directory of the Qwen2-Audio base "
+                                                                   "(relative paths are tried against the repo too)"})
+    base_model_revision: str | None = field(default=None, metadata={"help": "revision of the base model"})
+    dtype: str = field(default="float32", metadata={"help": "base model dtype: float32, bfloat16, float16"})
+    trim_audio_tower: bool = field(default=True, metadata={"help": "run the frozen tower on valid frames only"})
+    attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager, flash_attention_2"})
+
+
+@dataclass
+class AdapterArguments:
+    adapter_preset: str = field(default="standard", metadata={"help": "lightweight, standard, heavy or mlp"})
+    adapter_type: str | None = field(default=None, metadata={"help": "override: transformer, mlp, none"})
+    num_layers: int | None = field(default=None, metadata={"help": "override the preset's layer count"})
+    num_heads: int | None = field(default=None, metadata={"help": "override: must divide the encoder's d_model"})
+    ff_dim: int | None = field(default=None, metadata={"help": "override the feed-forward width"})
+    dropout: float | None = field(default=None, metadata={"help": "override the dropout"})
+    use_gate: bool | None = field(default=None, metadata={"help": "override: per-frame sigmoid gate"})
+    use_position_encoding: bool | None = field(default=None, metadata={"help": "override: sinusoidal positions"})
+    scale_init: float | None = field(default=None, metadata={"help": "override the initial scale (0.1)"})
+    zero_init: bool | None = field(default=None, metadata={"help": "override: start exactly equal to the base"})
+    bottleneck_dim: int | None = field(default=None, metadata={"help": "override the mlp bottleneck"})
+
+    def to_config(self) -> DomainAdapterConfig:
+        overrides = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "adapter_preset"}
+        return DomainAdapterConfig.preset(self.adapter_preset, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass
+class DataArguments:
+    train_data: str | None = field(default=None, metadata={"help": "audiofolder, manifest, save_to_disk dir or Hub "
+                                                                   "id; unset = synthesise the demo corpus"})
+    eval_data: str | None = field(default=None, metadata={"help": "LDV eval data (default: the train source's "
+                                                                  "validation/test split)"})
+    mic_eval_data: str | None = field(default=None, metadata={"help": "microphone eval data, if any"})
+    audio_column: str = field(default="audio", metadata={"help": "column with the (LDV) audio"})
+    text_column: str = field(default="text", metadata={"help": "column with the transcript"})
+    mic_audio_column: str | None = field(default=None, metadata={"help": "paired microphone audio (distill)"})
+    instruction: str | None = field(default=None, metadata={"help": "prompt instruction (default: transcribe)"})
+    on_bad_example: str = field(default="skip", metadata={"help": "skip (report and drop) or error"})
+    condition: str = field(default="cardboard_box", metadata={"help": "demo corpus: LDV condition to train on"})
+    eval_condition: str | None = field(default=None, metadata={"help": "demo corpus: another condition to test "
+                                                                       "on (cross-condition)"})
+    num_train_utterances: int = field(default=600, metadata={"help": "demo corpus: training utterances"})
+    num_eval_utterances: int = field(default=60, metadata={"help": "demo corpus: utterances per eval split"})
+    corpus_seed: int = field(default=0, metadata={"help": "demo corpus seed"})
+    mic_fraction: float = field(default=0.25, metadata={"help": "share of training rows that are microphone clips "
+                                                                "(keeps the adapter harmless on mic speech)"})
+    feature_cache: bool = field(default=True, metadata={"help": "cache the frozen tower's outputs (float16)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "feature cache folder (default output_dir/"
+                                                                  "feature_cache)"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "cap each eval set"})
+    eval_batch_size: int = field(default=16, metadata={"help": "generation batch size"})
+    max_new_tokens: int = field(default=48, metadata={"help": "generation length"})
+    language: str = field(default="auto", metadata={"help": "text normalisation for CER/WER: auto, en, zh"})
+
+
+@dataclass
+class ObjectiveArguments:
+    objective: str = field(default="lm+distill", metadata={"help": "lm, distill or lm+distill"})
+    distill_weight: float = field(default=1.0, metadata={"help": "weight of distill in lm+distill"})
+    distill_loss: str = field(default="mse", metadata={"help": "mse, cosine or mse+cosine"})
+    scale_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of `scale` "
+                                                                              "(default: learning_rate)"})
+
+
+PARSER_CLASSES = (ModelArguments, AdapterArguments, DataArguments, ObjectiveArguments, TrainingArguments)
+
+
+def parse_arguments(argv: list[str]):
+    """``[recipe.yaml] [--key value ...]``: the recipe's keys first, command-line flags override them."""
+    parser = HfArgumentParser(PARSER_CLASSES)
+    recipe = DEFAULT_RECIPE  # no recipe given: the demo's, with the flags on top
+    if argv and argv[0].endswith((".yaml", ".yml")):
+        recipe, argv = Path(argv[0]), argv[1:]
+    if not recipe.is_file():
+        raise FileNotFoundError(f"recipe {recipe} not found")
+    prefix: list[str] = []
+    if recipe is not None:
+        values = yaml.safe_load(recipe.read_text()) or {}
+        known = {f.name for cls in PARSER_CLASSES for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{recipe}: unknown recipe keys {unknown} (every key must be a train_hf.py flag)")
+        for key, value in values.items():
+            if value is None:
+                continue
+            if isinstance(value, list):
+                prefix += [f"--{key}", *map(str, value)]
+            else:
+                prefix += [f"--{key}", str(value)]
+    return parser.parse_args_into_dataclasses(args=prefix + argv, look_for_args_file=False), recipe
+
+
+def resolve_base(name: str) -> str:
+    if os.path.isdir(name) or not (REPO_ROOT / name).is_dir():
+        return name
+    return str(REPO_ROOT / name)
+
+
+def build_demo_data(data_args: DataArguments, seed: int):
+    """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
+    from modeling_qwen2audio_ldv.corpus import build_paired_corpus
+
+    conditions = [data_args.condition] + ([data_args.eval_condition] if data_args.eval_condition else [])
+    corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
+                                 conditions=conditions)
+    train = corpus["train"].filter(lambda c: c == data_args.condition, input_columns="condition")
+    test = corpus["test"]
+    eval_sets = {
+        "ldv": test.filter(lambda c: c == data_args.condition, input_columns="condition")
+        .select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"),
+        "mic": test.filter(lambda c: c == data_args.condition, input_columns="condition")
+        .select_columns(["mic_audio", "text"]).rename_column("mic_audio", "audio"),
+    }
+    if data_args.eval_condition:
+        eval_sets[f"ldv_{data_args.eval_condition}"] = (
+            test.filter(lambda c: c == data_args.eval_condition, input_columns="condition")
+            .select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"))
+    return mix_mic_rows(train, "ldv_audio", "mic_audio", data_args.mic_fraction, seed), eval_sets, corpus
+
+
+def mix_mic_rows(train, ldv_column: str, mic_column: str, mic_fraction: float, seed: int):
+    """Rows with ``audio`` (LDV, or for a ``mic_fraction`` share the microphone clip) and ``mic_audio``."""
+    from datasets import Audio
+
+    rng = np.random.default_rng(seed)
+    use_mic = rng.random(len(train)) < mic_fraction
+    raw = train.cast_column(ldv_column, Audio(decode=False)).cast_column(mic_column, Audio(decode=False))
+
+    def pick(batch, indices):
+        return {"audio": [m if use_mic[i] else l for i, l, m in zip(indices, batch[ldv_column], batch[mic_column])],
+                "mic_audio": batch[mic_column]}
+
+    drop = [c for c in raw.column_names if c != "text"]
+    mixed = raw.map(pick, with_indices=True, batched=True, remove_columns=drop)
+    return mixed.cast_column("audio", Audio(sampling_rate=16000)).cast_column("mic_audio", Audio(sampling_rate=16000))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    # 1. Arguments, logging, seed.
+    (model_args, adapter_args, data_args, objective_args, training_args), recipe = parse_arguments(
+        sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO if training_args.process_index == 0 else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if recipe:
+        logger.info("recipe: %s", recipe)
+    set_seed(training_args.seed)
+    from modeling_qwen2audio_ldv.data import filter_bad_examples, load_audio_dataset
+    from modeling_qwen2audio_ldv.preprocessing import DEFAULT_INSTRUCTION, DataCollatorForQwen2AudioLDV
+    from modeling_qwen2audio_ldv.training import CachedFeatureCollator, DomainAdapterTrainer, build_feature_cache
+
+    instruction = data_args.instruction or DEFAULT_INSTRUCTION
+    distill = "distill" in objective_args.objective
+
+    # 2. Base model + a fresh adapter; only the adapter trains.
+    base = resolve_base(model_args.base_model)
+    processor = AutoProcessor.from_pretrained(base, revision=model_args.base_model_revision)
+    load_kwargs = {"dtype": getattr(torch, model_args.dtype), "revision": model_args.base_model_revision}
+    if model_args.attn_implementation:
+        load_kwargs["attn_implementation"] = model_args.attn_implementation
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(base, adapter_config=adapter_args.to_config(),
+                                                                       **load_kwargs)
+    model.config.trim_audio_tower = model_args.trim_audio_tower
+    model.freeze_base_model()
+    logger.info("adapter: %s, %s trainable parameters", adapter_args.adapter_preset,
+                f"{model.num_domain_adapter_parameters():,}")
+
+    # 3. Data: the demo corpus or the user's recordings, bad rows handled by policy.
+    if data_args.train_data is None:
+        train, eval_sets, corpus = build_demo_data(data_args, training_args.seed)
+        condition = data_args.condition
+    else:
+        corpus = None
+        loaded = load_audio_dataset(data_args.train_data, audio_column=data_args.audio_column,
+                                    text_column=data_args.text_column, mic_audio_column=data_args.mic_audio_column)
+        train = loaded["train"] if hasattr(loaded, "keys") else loaded
+        eval_source = load_audio_dataset(data_args.eval_data, audio_column=data_args.audio_column,
+                                         text_column=data_args.text_column) if data_args.eval_data else loaded
+        if hasattr(eval_source, "keys"):
+            split = next((s for s in ("test", "validation") if s in eval_source), None)
+            if split is None:
+                raise ValueError(f"{data_args.eval_data or data_args.train_data}: no test/validation split; "
+                                 "pass --eval_data")
+            eval_source = eval_source[split]
+        eval_sets = {"ldv": eval_source}
+        if data_args.mic_eval_data:
+            eval_sets["mic"] = load_audio_dataset(data_args.mic_eval_data, audio_column=data_args.audio_column,
+                                                  text_column=data_args.text_column)
+        condition = Path(data_args.train_data).name
+    train, report = filter_bad_examples(train, on_bad_example=data_args.on_bad_example)
+    eval_sets = {name: filter_bad_examples(ds, on_bad_example=data_args.on_bad_example)[0].select_columns(
+        ["audio", "text"]) for name, ds in eval_sets.items()}
+    if data_args.max_eval_samples:
+        eval_sets = {k: v.select(range(min(len(v), data_args.max_eval_samples))) for k, v in eval_sets.items()}
+    if distill and "mic_audio" not in train.column_names:
+        raise ValueError("objective 'distill' needs paired data: set --mic_audio_column")
+
+    # 4. Collation: from the feature cache (the frozen tower runs once per clip) or from audio.
+    if data_args.feature_cache:
+        cache_dir = data_args.cache_dir or os.path.join(training_args.output_dir, "feature_cache")
+        columns = ("audio", "mic_audio") if distill else ("audio",)
+        with training_args.main_process_first(desc="feature cache"):
+            train = build_feature_cache(model, processor, train, audio_columns=columns, cache_dir=cache_dir)
+        collator = CachedFeatureCollator(processor, instruction, mic_feature_key="mic_audio_encoder" if distill else None,
+                                         d_model=model.config.audio_config.d_model)
+    else:
+        collator = DataCollatorForQwen2AudioLDV(processor=processor, instruction=instruction, mode="train",
+                                                mic_audio_key="mic_audio" if distill else None)
+    training_args.remove_unused_columns = False
+
+    # 5. Train (adapter-only checkpoints; resume with a strict key check).
+    trainer = DomainAdapterTrainer(
+        model=model, args=training_args, train_dataset=train, data_collator=collator,
+        objective=objective_args.objective, distill_weight=objective_args.distill_weight,
+        distill_loss=objective_args.distill_loss, scale_learning_rate=objective_args.scale_learning_rate,
+    )
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    train_seconds = time.perf_counter() - start
+    adapter_dir = os.path.join(training_args.output_dir, "adapter")
+    trainer.save_model(adapter_dir)
+    if not trainer.is_world_process_zero():
+        return {}
+
+    # 6. Evaluate: reload the saved adapter exactly as a user would, baseline vs adapted on each eval set.
+    model = AutoModelForSeq2SeqLM.from_pretrained(adapter_dir, trust_remote_code=True, dtype=load_kwargs["dtype"])
+    model.eval().to(training_args.device)
+    from modeling_qwen2audio_ldv.evaluation import evaluate_sets
+    from modeling_qwen2audio_ldv.report import gap_recovered, plot_error_rates, plot_training_curves, write_results
+
+    scores, predictions = evaluate_sets(model, processor, eval_sets, instruction, data_args.eval_batch_size,
+                                        data_args.max_new_tokens, data_args.language)
+    results = {
+        "base_model": model_args.base_model,
+        "condition": condition,
+        "adapter": {"preset": adapter_args.adapter_preset, "trainable_params": model.num_domain_adapter_parameters(),
+                    "config": model.config.adapter_config.to_dict()},
+        "objective": objective_args.objective,
+        "eval": scores,
+        "train_seconds": round(train_seconds, 1),
+        "train_rows": len(train),
+        "skipped_rows": report.to_dict() if hasattr(report, "to_dict") else None,
+    }
+    if "mic" in scores and "ldv" in scores:
+        results["gap_recovered"] = gap_recovered(scores["ldv"]["baseline"]["cer"], scores["ldv"]["adapted"]["cer"],
+                                                 scores["mic"]["baseline"]["cer"])
+    results["examples"] = [
+        {"set": name, "reference": p["reference"][i], "baseline": p.get("baseline", [""] * (i + 1))[i],
+         "adapted": p.get("adapted", [""] * (i + 1))[i]}
+        for name, p in predictions.items() for i in range(min(3, len(p["reference"])))
+    ]
+
+    # 7. Write the results and pictures.
+    output_dir = training_args.output_dir
+    json_path, md_path = write_results(results, output_dir)
+    plot_error_rates(results, os.path.join(output_dir, "error_rates.png"))
+    if trainer.state.log_history and any("loss" in h for h in trainer.state.log_history):
+        plot_training_curves(trainer.state.log_history, os.path.join(output_dir, "training_curves.png"))
+    if corpus is not None:
+        write_demo_pictures(model, processor, corpus, data_args, output_dir)
+    logger.info("results: %s and %s", json_path, md_path)
+    print(f"\nResults written to {os.path.abspath(md_path)} (and results.json, PNGs) in {os.path.abspath(output_dir)}")
+    return results
+
+
+def write_demo_pictures(model, processor, corpus, data_args, output_dir: str) -> None:
+    """Mic vs LDV spectrograms of one test utterance, and the adapter's gate values over time for it."""
+    from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio
+    from modeling_qwen2audio_ldv.plots import plot_gate_over_time, plot_mic_vs_ldv
+
+    row = corpus["test"].filter(lambda c: c == data_args.condition, input_columns="condition")[0]
+    mic, ldv = (np.asarray(row[k]["array"], dtype=np.float32) for k in ("mic_audio", "ldv_audio"))
+    plot_mic_vs_ldv(mic, ldv, 16000, os.path.join(output_dir, "mic_vs_ldv.png"), title=row["text"])
+    if model.domain_adapter is None:
+        return
+    features = processor.feature_extractor([ldv], sampling_rate=16000, return_attention_mask=True,
+                                           padding="max_length", return_tensors="pt")
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        hidden, lengths = encode_audio(model.model.audio_tower, features["input_features"].to(device),
+                                       features["attention_mask"].to(device))
+        details = model.domain_adapter(hidden, torch.arange(hidden.shape[1], device=device)[None] < lengths[:, None],
+                                       output_gate=True)
+    if details.gate is not None:
+        plot_gate_over_time(ldv, 16000, details.gate[0, : int(lengths[0])].float().cpu().numpy(),
+                            os.path.join(output_dir, "gate_over_time.png"), title=row["text"])
+
+
+if __name__ == "__main__":
+    main()
