@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = (
     "simulator",
     "corpus",
     "data",
+    "hub", "explain", "diagnose",
 )
 
 

@@ -758,6 +758,23 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         model.config.name_or_path = path
         return model
 
+    def push_to_hub(self, repo_id: str, **kwargs: Any):
+        """Publish the adapter with a model card: ``config.json`` (``auto_map``), the code files,
+        ``domain_adapter.safetensors`` and ``README.md`` (the full model instead when there is no base reference).
+
+        Keyword arguments are those of ``modeling_qwen2audio_ldv.hub.push_model``: ``results`` (dict or path to
+        ``results.json``), ``condition``, ``datasets``, ``adapter_name``, ``base_model``, ``revision``, ``private``,
+        ``token``, ``commit_message``, ``create_pr``, ``tags``. Returns the ``CommitInfo`` of the upload.
+        """
+        try:  # imported here: this file travels to the Hub, where the package may be absent
+            from modeling_qwen2audio_ldv.hub import push_model
+        except ImportError as error:
+            raise ImportError(
+                "push_to_hub writes the model card with the qwen2audio-ldv package; install it, or call "
+                "save_pretrained(dir) and upload the folder with huggingface_hub"
+            ) from error
+        return push_model(self, repo_id, **kwargs)
+
 
 def _raise_on_bad_loading_info(source: str, info: dict, allow_missing_adapter: bool = True) -> None:
     """Every weight must arrive; from a base checkpoint only the new adapter's keys may be missing."""

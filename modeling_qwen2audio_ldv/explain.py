@@ -1,0 +1,298 @@
+# Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
+"""What a trained domain adapter does to one clip: attention maps, gate over time, and a short verdict.
+
+The usage guide ("調試和優化", FAQ Q2) reads the gate's mean as a health check: about 0.3-0.7 means the adapter
+corrects some frames and channels and leaves others alone; near 0 it barely acts, near 1 it corrects everything
+(microphone accuracy may drop). :func:`explain` runs the clip through the frozen audio tower and the active
+adapter and writes:
+
+- ``attention_layer{N}.png`` (transformer adapters): one map per head plus the mean over heads, query frame
+  against key frame, over the clip's valid encoder frames (40 ms each);
+- ``gate_over_time.png``: the input spectrogram, the gate per channel and the gate's mean per frame, aligned in
+  time (:func:`~modeling_qwen2audio_ldv.plots.plot_gate_over_time`);
+- ``summary.txt``: ``scale``, the gate's mean and standard deviation, the healthy range and a verdict, and the
+  size of the correction relative to the features.
+
+Command line: ``ldv-qwen2audio explain clip.wav --model user/qwen2-audio-ldv-window --output explain_clip``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .modeling_qwen2audio_ldv import encode_audio
+from .plots import plot_gate_over_time
+
+logger = logging.getLogger(__name__)
+
+#: The gate-mean range the usage guide calls healthy (FAQ Q2: "應該在 0.3-0.7 之間").
+HEALTHY_GATE_RANGE: tuple[float, float] = (0.3, 0.7)
+#: Seconds per Qwen2-Audio encoder frame (4 mel frames of 10 ms).
+ENCODER_FRAME_SECONDS = 0.04
+SAMPLING_RATE = 16_000
+
+
+def gate_verdict(gate_mean: float | None) -> str:
+    """One line on the gate's mean against :data:`HEALTHY_GATE_RANGE`, with the guide's remedy when outside."""
+    low, high = HEALTHY_GATE_RANGE
+    if gate_mean is None:
+        return "no gate (use_gate=False): every valid frame receives the full scale * delta correction"
+    if not math.isfinite(gate_mean):
+        return "broken: the gate is NaN/Inf (check the adapter weights and the input features)"
+    if gate_mean < low:
+        return (f"low: below {low}, the gate mostly closes and the adapter barely changes the features; if LDV "
+                "accuracy does not improve, see FAQ Q1 (--scale_learning_rate, --scale_init, --learning_rate)")
+    if gate_mean > high:
+        return (f"high: above {high}, the gate is open almost everywhere and nearly every frame is corrected; if "
+                "microphone accuracy drops, see FAQ Q2 (lower --scale_init, --objective lm+distill, mic rows)")
+    return f"healthy: within the guide's {low}-{high}"
+
+
+def load_audio(path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
+    """Decode an audio file to mono ``float32`` ``(samples,)`` at ``sampling_rate`` Hz (channels averaged)."""
+    from scipy.signal import resample_poly
+
+    from .data import decode_audio_file
+
+    samples, rate = decode_audio_file(os.fspath(path))
+    audio = samples.mean(axis=1) if samples.ndim == 2 else samples
+    if rate != sampling_rate:
+        divisor = math.gcd(int(rate), int(sampling_rate))
+        audio = resample_poly(audio, sampling_rate // divisor, int(rate) // divisor)
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.size == 0:
+        raise ValueError(f"{path}: the audio is empty")
+    if not np.isfinite(audio).all():
+        raise ValueError(f"{path}: the audio contains NaN or Inf samples")
+    return audio
+
+
+def _fit_window(audio: np.ndarray, processor: Any) -> np.ndarray:
+    """The clip cut to the feature extractor's window (30 s for Qwen2-Audio), with a warning when it was longer."""
+    window = int(processor.feature_extractor.n_samples)
+    if audio.shape[0] > window:
+        logger.warning("the clip is %.2f s, longer than the encoder's %.2f s window: explaining the first %.2f s",
+                       audio.shape[0] / SAMPLING_RATE, window / SAMPLING_RATE, window / SAMPLING_RATE)
+        return audio[:window]
+    return audio
+
+
+@torch.no_grad()
+def adapter_details(model: Any, processor: Any, audio: np.ndarray):
+    """Tower features of one clip and the active adapter's output with attention maps and gate.
+
+    Returns:
+        ``(hidden, valid, details)``: tower output ``(1, frames, d_model)``, valid mask ``(1, frames)`` and the
+        adapter's ``DomainAdapterOutput`` (``attentions``: per layer ``(1, heads, n, n)`` over the ``n`` valid
+        frames; ``gate``: ``(1, n, d_model)`` or ``None``).
+    """
+    if model.domain_adapter is None:
+        raise ValueError("the model has no domain adapter (adapter_type 'none'): nothing to explain")
+    features = processor.feature_extractor([audio], sampling_rate=SAMPLING_RATE, return_attention_mask=True,
+                                           padding="max_length", return_tensors="pt")
+    tower = model.model.audio_tower
+    device = next(tower.parameters()).device
+    hidden, lengths = encode_audio(tower, features["input_features"].to(device), features["attention_mask"].to(device),
+                                   trim=model.config.trim_audio_tower)
+    valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths.to(hidden.device)[:, None]
+    details = model.domain_adapter(hidden, valid, output_attentions=True, output_gate=True)
+    return hidden, valid, details
+
+
+def plot_attention_maps(attention: np.ndarray, path: str | os.PathLike, layer: int, title: str = "") -> Path:
+    """One layer's attention: a panel per head and the mean over heads.
+
+    Args:
+        attention: ``(heads, frames, frames)`` weights (rows: query frame, columns: key frame), valid frames only.
+        path: PNG file to write (parent folders are created).
+        layer: the layer's index, for the titles.
+        title: figure title.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    attention = np.asarray(attention, dtype=np.float64)
+    if attention.ndim != 3 or attention.shape[1] != attention.shape[2] or attention.shape[1] == 0:
+        raise ValueError(f"`attention` must be (heads, frames, frames), got shape {attention.shape}")
+    panels = [(f"layer {layer}, mean over heads", attention.mean(axis=0))]
+    panels += [(f"head {head}", attention[head]) for head in range(attention.shape[0])]
+    ncols = min(4, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(3.4 * ncols, 3.2 * nrows), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    seconds = attention.shape[1] * ENCODER_FRAME_SECONDS
+    vmax = max(float(attention.max()), 1e-12)  # one colour scale for every panel
+    image = None
+    for ax, (label, weights) in zip(axes.flat, panels):
+        image = ax.imshow(weights, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax,
+                          extent=(0.0, seconds, 0.0, seconds))
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("key time (s)", fontsize=8)
+        ax.set_ylabel("query time (s)", fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=axes, label="attention weight", shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def _summary_text(info: dict[str, Any]) -> str:
+    low, high = HEALTHY_GATE_RANGE
+    lines = [
+        f"adapter: {info['adapter']}, {info['num_parameters']:,} parameters",
+        f"clip: {info['seconds']:.2f} s, {info['frames']} encoder frames of {ENCODER_FRAME_SECONDS * 1000:.0f} ms",
+        f"scale: {info['scale']:.4f}",
+    ]
+    if info["gate_mean"] is None:
+        lines.append("gate: none")
+    else:
+        lines.append(f"gate: mean {info['gate_mean']:.3f}, std {info['gate_std']:.3f} "
+                     f"(healthy mean {low}-{high}, from the usage guide)")
+    lines.append(f"verdict: {info['verdict']}")
+    lines.append(f"correction: {100 * info['correction_ratio']:.2f}% of the features' RMS "
+                 "(RMS of adapted - input over RMS of input, valid frames)")
+    if not info["attention_files"]:
+        lines.append("attention maps: none (this adapter has no self-attention)")
+    lines.append("files: " + ", ".join(Path(f).name for f in info["files"]))
+    return "\n".join(lines)
+
+
+def explain(
+    model: Any,
+    processor: Any,
+    audio: np.ndarray | str | os.PathLike,
+    output_dir: str | os.PathLike,
+    title: str = "",
+) -> dict[str, Any]:
+    """Explain the active adapter on one clip: write the figures and ``summary.txt`` into ``output_dir``.
+
+    Args:
+        model: a ``Qwen2AudioLDVForConditionalGeneration`` with an adapter.
+        processor: its ``Qwen2AudioProcessor`` (only the feature extractor is used).
+        audio: mono ``float32`` ``(samples,)`` at 16 kHz, or an audio file (decoded, averaged to mono,
+            resampled). Clips longer than the encoder window are cut to it.
+        output_dir: folder for the PNGs and ``summary.txt`` (created).
+        title: figure title (default: the file name, if any).
+
+    Returns:
+        ``scale``, ``gate_mean``, ``gate_std`` (``None`` without a gate), ``healthy_range``, ``verdict``,
+        ``healthy`` (bool, ``None`` without a gate), ``correction_ratio``, ``frames``, ``seconds``, ``adapter``,
+        ``num_parameters``, ``attention_files``, ``gate_file``, ``files`` and ``summary`` (the text).
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        title = title or Path(audio).name
+        audio = load_audio(audio)
+    audio = _fit_window(np.asarray(audio, dtype=np.float32), processor)
+    if audio.ndim != 1 or audio.size == 0:
+        raise ValueError(f"`audio` must be non-empty mono (samples,), got shape {audio.shape}")
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    try:
+        hidden, valid, details = adapter_details(model, processor, audio)
+    finally:
+        model.train(was_training)
+    frames = int(valid[0].sum())
+    if frames == 0:
+        raise ValueError("the clip has no valid encoder frame (too short)")
+    adapter = model.domain_adapter
+    x = hidden[0, :frames].float()
+    y = details.hidden_states[0, :frames].float()
+    correction_ratio = float((y - x).pow(2).mean().sqrt() / x.pow(2).mean().sqrt().clamp_min(1e-12))
+
+    attention_files = []
+    for layer, weights in enumerate(details.attentions or ()):
+        if weights is None:
+            continue
+        path = plot_attention_maps(weights[0, :, :frames, :frames].float().cpu().numpy(),
+                                   output_dir / f"attention_layer{layer}.png", layer, title)
+        attention_files.append(str(path))
+    gate_mean = gate_std = None
+    gate_file = None
+    if details.gate is not None:
+        gate = details.gate[0, :frames].float()
+        gate_mean, gate_std = float(gate.mean()), float(gate.std(unbiased=False))
+        gate_file = str(plot_gate_over_time(audio, SAMPLING_RATE, gate.cpu().numpy(),
+                                            output_dir / "gate_over_time.png", title=title))
+    config = adapter.config
+    description = config.adapter_type
+    if config.adapter_type == "transformer":
+        description += f", {config.num_layers} layer(s) x {config.num_heads} heads, ff {config.ff_dim}"
+    low, high = HEALTHY_GATE_RANGE
+    info: dict[str, Any] = {
+        "adapter": description,
+        "num_parameters": sum(p.numel() for p in adapter.parameters()),
+        "scale": float(adapter.scale.detach().float().reshape(-1)[0]),
+        "gate_mean": gate_mean,
+        "gate_std": gate_std,
+        "healthy_range": [low, high],
+        "healthy": None if gate_mean is None else bool(low <= gate_mean <= high),
+        "verdict": gate_verdict(gate_mean),
+        "correction_ratio": correction_ratio,
+        "frames": frames,
+        "seconds": audio.shape[0] / SAMPLING_RATE,
+        "attention_files": attention_files,
+        "gate_file": gate_file,
+    }
+    summary_path = output_dir / "summary.txt"
+    info["files"] = [*attention_files, *([gate_file] if gate_file else []), str(summary_path),
+                     str(output_dir / "summary.json")]
+    info["summary"] = _summary_text(info)
+    summary_path.write_text(info["summary"] + "\n", encoding="utf-8")
+    (output_dir / "summary.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    logger.info("explanation written to %s", output_dir)
+    return info
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``explain`` subcommand."""
+    from .hub import add_model_arguments
+
+    parser = subparsers.add_parser(
+        "explain",
+        help="attention maps, gate over time and a gate-health verdict for one clip",
+        description=(
+            "Run one clip through the frozen audio tower and the adapter; write per-layer/per-head attention maps, "
+            "the gate over time aligned with the spectrogram, and summary.txt (scale, gate mean/std against the "
+            "guide's healthy 0.3-0.7, verdict)."
+        ),
+    )
+    parser.add_argument("audio", help="audio file (any rate or channel count; resampled to 16 kHz mono)")
+    add_model_arguments(parser)
+    parser.add_argument("--output", default=None, help="output folder (default: explain_<audio name>)")
+    parser.set_defaults(func=_explain_command)
+
+
+def _explain_command(args: argparse.Namespace) -> int:
+    from .hub import load_adapter_model
+
+    output = args.output or f"explain_{Path(args.audio).stem}"
+    try:
+        audio = load_audio(args.audio)
+        model, processor = load_adapter_model(args.model, args.processor, args.revision, args.dtype, args.device)
+        info = explain(model, processor, audio, output, title=Path(args.audio).name)
+    except (OSError, RuntimeError, ValueError) as error:  # missing files, unreadable audio, bad input
+        logger.error("%s", error)
+        return 2
+    print(info["summary"])
+    print(f"written to {Path(output).resolve()}")
+    return 0
+
+
+__all__ = ["HEALTHY_GATE_RANGE", "adapter_details", "explain", "gate_verdict", "load_audio", "plot_attention_maps"]
