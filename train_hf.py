@@ -240,7 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                 mic_audio_key="mic_audio" if distill else None)
     training_args.remove_unused_columns = False
 
-    # 5. Train (adapter-only checkpoints; resume with a strict key check).
+    # 5. Train (adapter-only checkpoints; resume with a strict key check). With --push_to_hub the adapter is
+    #    published once, after evaluation, with its results in the model card (not every checkpoint folder).
+    push_to_hub, training_args.push_to_hub = training_args.push_to_hub, False
     trainer = DomainAdapterTrainer(
         model=model, args=training_args, train_dataset=train, data_collator=collator,
         objective=objective_args.objective, distill_weight=objective_args.distill_weight,
@@ -290,6 +292,12 @@ def main(argv: list[str] | None = None) -> dict:
         plot_training_curves(trainer.state.log_history, os.path.join(output_dir, "training_curves.png"))
     if corpus is not None:
         write_demo_pictures(model, processor, corpus, data_args, output_dir)
+    if push_to_hub:
+        from modeling_qwen2audio_ldv.hub import push_adapter
+
+        push_adapter(adapter_dir, training_args.hub_model_id or Path(output_dir).name, results,
+                     token=training_args.hub_token, private=training_args.hub_private_repo,
+                     revision=training_args.hub_revision)
     logger.info("results: %s and %s", json_path, md_path)
     print(f"\nResults written to {os.path.abspath(md_path)} (and results.json, PNGs) in {os.path.abspath(output_dir)}")
     return results

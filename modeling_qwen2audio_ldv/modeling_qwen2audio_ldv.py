@@ -517,9 +517,15 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         audio_encoder_hidden_states (`torch.Tensor` of shape `(num_audios, frames, d_model)`, *optional*):
             Precomputed outputs of the frozen audio tower (a feature cache), used instead of ``input_features``;
             requires ``audio_encoder_lengths`` ``(num_audios,)``, the valid frames of each.
+
+        With audio and no ``input_ids``, returns a [`DomainAdapterOutput`] whose ``hidden_states`` are the adapted
+        encoder features ``(num_audios, frames, d_model)`` (no projector, no language model).
         """
         if "past_key_values" in kwargs and cache is None:
             cache = kwargs.pop("past_key_values")
+        if input_ids is None and inputs_embeds is None:
+            return self._adapt_audio_only(input_features, feature_attention_mask, audio_encoder_hidden_states,
+                                          audio_encoder_lengths, audio_domain)
         has_audio = input_features is not None or audio_encoder_hidden_states is not None
         if has_audio and inputs_embeds is None and input_ids is not None and input_ids.shape[1] != 1:
             encoder_outputs = None
@@ -540,6 +546,21 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
             use_cache=use_cache,
             **kwargs,
         )
+
+    def _adapt_audio_only(self, input_features, feature_attention_mask, hidden, lengths, audio_domain):
+        """Audio without tokens: the adapted encoder features, no projector and no LLM (distillation, analysis)."""
+        if hidden is None:
+            if input_features is None or feature_attention_mask is None:
+                raise ValueError("pass input_ids (and audio), or audio alone: input_features + feature_attention_mask "
+                                 "or audio_encoder_hidden_states + audio_encoder_lengths")
+            tower = self.model.audio_tower
+            with torch.no_grad():
+                hidden, lengths = encode_audio(tower, input_features.to(tower.device), feature_attention_mask.to(
+                    tower.device), trim=self.config.trim_audio_tower)
+        elif lengths is None:
+            raise ValueError("audio_encoder_lengths is required with audio_encoder_hidden_states")
+        adapted = self.apply_domain_adapter(hidden, lengths, audio_domain)
+        return DomainAdapterOutput(hidden_states=adapted)
 
     # ------------------------------------------------------------------------------------------------- control
     def freeze_base_model(self) -> "Qwen2AudioLDVForConditionalGeneration":
@@ -603,6 +624,9 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
             raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
         weights = _resolve_adapter_file(path_or_repo, **hub_kwargs)
         config_path = os.path.join(os.path.dirname(weights), "config.json")
+        if not os.path.isfile(config_path) and not os.path.exists(path_or_repo):  # a Hub repo: fetch its config
+            config_path = cached_file(path_or_repo, "config.json", _raise_exceptions_for_missing_entries=False,
+                                      **hub_kwargs) or config_path
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"{path_or_repo}: no config.json next to {ADAPTER_WEIGHTS_NAME}")
         with open(config_path, encoding="utf-8") as handle:
@@ -629,6 +653,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         self.domain_adapter_bank[adapter_name] = module.to(device=reference.device)
         self.domain_adapter_configs[adapter_name] = adapter_config
         module.requires_grad_(False)
+        module.train(self.training)  # follow the model's mode: no dropout at inference
         return adapter_name
 
     # ------------------------------------------------------------------------------------------ save and load

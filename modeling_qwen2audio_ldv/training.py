@@ -111,20 +111,58 @@ class DomainAdapterTrainer(Trainer):
             self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
+    # Losses are sums normalised by the GLOBAL count of supervised tokens / valid frames of the optimiser step
+    # (over gradient-accumulation micro-batches and processes), so one process with batch B and N processes with
+    # B / N each take the same step; the Trainer then neither divides by the accumulation steps nor lets DDP's
+    # gradient averaging change the scale.
+    loss_is_scaled_for_ga = True
+
+    def get_batch_samples(self, epoch_iterator, num_batches, device):
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._step_distill_frames = None
+        if "distill" in self.objective:
+            frames = sum(_valid_frames(batch).sum() for batch in batch_samples)
+            frames = torch.as_tensor(frames, device=device)
+            if self.args.world_size > 1:
+                frames = self.accelerator.gather(frames.reshape(1)).sum()
+            self._step_distill_frames = frames
+        if "lm" in self.objective.split("+") and num_items_in_batch is None:
+            tokens = sum((batch["labels"][..., 1:] != -100).sum() for batch in batch_samples)
+            num_items_in_batch = torch.as_tensor(tokens, device=device)
+            if self.args.world_size > 1:
+                num_items_in_batch = self.accelerator.gather(num_items_in_batch.reshape(1)).sum()
+        return batch_samples, num_items_in_batch
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)
-        distill_inputs = {k: inputs.pop(k) for k in list(inputs) if k.startswith(("mic_", "distill_"))}
+        extra = {k: inputs.pop(k) for k in list(inputs) if k.startswith(("mic_", "distill_"))}
+        # scale of a sum normalised by a global count: undo DDP's averaging over processes
+        process_scale = self.args.world_size if self.model.training else 1
         loss = None
         outputs = None
         if "lm" in self.objective.split("+"):
+            labels = inputs.pop("labels")
             outputs = model(**inputs)
-            loss = outputs.loss
+            logits = outputs.logits[:, :-1].float()
+            targets = labels[:, 1:].to(logits.device)
+            token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
+                                         reduction="sum")
+            if num_items_in_batch is None or not self.model.training:
+                loss = token_loss / (targets != -100).sum().clamp_min(1)
+            else:
+                loss = token_loss / num_items_in_batch * process_scale
         if "distill" in self.objective:
-            distill = self._distill(model, inputs, distill_inputs)
-            loss = distill * (self.distill_weight if loss is not None else 1.0) + (loss if loss is not None else 0.0)
+            frames = getattr(self, "_step_distill_frames", None) if self.model.training else None
+            distill_sum, local_frames = self._distill(model, inputs, extra)
+            if frames is None:
+                distill = distill_sum / local_frames.clamp_min(1)
+            else:
+                distill = distill_sum / frames.clamp_min(1) * process_scale
+            loss = distill if loss is None else loss + self.distill_weight * distill
         return (loss, outputs) if return_outputs else loss
 
-    def _distill(self, model, inputs, extra) -> torch.Tensor:
+    def _distill(self, model, inputs, extra) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed distillation loss over valid frames, and the number of valid frames."""
         unwrapped = self.accelerator.unwrap_model(model)
         if "audio_encoder_hidden_states" in inputs and "mic_audio_encoder_hidden_states" in extra:
             student_in, lengths = inputs["audio_encoder_hidden_states"], inputs["audio_encoder_lengths"]
@@ -139,8 +177,11 @@ class DomainAdapterTrainer(Trainer):
                                           trim=trim)
         else:
             raise ValueError("the distill objective needs paired data (a mic_audio column)")
-        student = unwrapped.apply_domain_adapter(student_in.to(unwrapped.domain_adapter.scale.dtype), lengths)
-        return distillation_loss(student, teacher, lengths, self.distill_kind)
+        # through the (possibly DDP-wrapped) model's forward, so gradients are synchronised across processes
+        student = model(audio_encoder_hidden_states=student_in.to(unwrapped.domain_adapter.scale.dtype),
+                        audio_encoder_lengths=lengths).hidden_states
+        frames = lengths.sum()
+        return distillation_loss(student, teacher, lengths, self.distill_kind) * frames, frames
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -155,6 +196,14 @@ class DomainAdapterTrainer(Trainer):
 
     def _load_best_model(self):
         load_adapter_checkpoint(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
+
+
+def _valid_frames(batch) -> torch.Tensor:
+    """Valid encoder frames per clip of a collated batch (cached or from audio)."""
+    if "audio_encoder_lengths" in batch:
+        return batch["audio_encoder_lengths"]
+    mel = batch["feature_attention_mask"].sum(-1)
+    return ((mel - 1) // 2 + 1 - 2) // 2 + 1
 
 
 def load_adapter_checkpoint(model: Qwen2AudioLDVForConditionalGeneration, checkpoint_dir: str) -> None:
@@ -257,15 +306,19 @@ class CachedFeatureCollator:
         """A cached clip: flat ``(frames * d_model,)`` float16 -> ``(frames, d_model)`` float32."""
         return torch.as_tensor(np.asarray(flat, dtype=np.float32)).view(-1, self.d_model)
 
-    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
-        from .preprocessing import build_prompt
+    def __post_init__(self):
+        from .preprocessing import DataCollatorForQwen2AudioLDV
 
         if self.d_model <= 0:
             raise ValueError("CachedFeatureCollator needs `d_model` (the audio encoder's width)")
+        # the same prompt and end-of-transcript token as training from audio
+        reference = DataCollatorForQwen2AudioLDV(processor=self.processor, instruction=self.instruction, mode="train")
+        self._prompt, self._end_token = reference.prompt, reference.end_token
 
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
         tokenizer = self.processor.tokenizer
         audio_token = self.processor.audio_token
-        prompt = build_prompt(self.processor, self.instruction)
+        prompt = self._prompt
         features = [self._frames(e[self.feature_key]) for e in examples]
         lengths = torch.tensor([f.shape[0] for f in features])
         sequences, prompt_lengths = [], []
@@ -273,7 +326,7 @@ class CachedFeatureCollator:
             expanded = prompt.replace(audio_token, audio_token * feature.shape[0])
             prompt_lengths.append(len(tokenizer(expanded, add_special_tokens=False)["input_ids"]))
             sequences.append(expanded)
-        texts = [s + e[self.text_key] + tokenizer.eos_token for s, e in zip(sequences, examples)]
+        texts = [s + e[self.text_key] + self._end_token for s, e in zip(sequences, examples)]
         batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
         labels = batch["input_ids"].clone()
         for row, n in enumerate(prompt_lengths):

@@ -295,7 +295,6 @@ def test_two_adapters_routed_in_one_batch_match_each_audio_alone(two_adapter_dir
     model = fresh_model(tiny_base_dir)
     model.load_domain_adapter(two_adapter_dirs["a"], adapter_name="a")
     model.load_domain_adapter(two_adapter_dirs["b"], adapter_name="b")
-    model.eval()  # loaded adapters start in training mode (dropout on): see the xfail test below
     clips, domains = noise_clips((16000, 28000, 6000), seed=3), ["a", "mic", "b"]
     with torch.no_grad():
         routed = model(**clip_inputs(processor, clips), audio_domain=domains).logits
@@ -312,8 +311,6 @@ def test_two_adapters_routed_in_one_batch_match_each_audio_alone(two_adapter_dir
     assert not torch.allclose(outputs["ldv"], outputs["a"])
 
 
-@pytest.mark.xfail(strict=True, reason="load_domain_adapter builds the module in training mode (dropout on) even "
-                   "when the model is in eval mode; fix: module.train(self.training) after building it")
 def test_a_loaded_adapter_follows_the_model_mode(two_adapter_dirs, tiny_base_dir):
     model = fresh_model(tiny_base_dir)
     assert not model.training
