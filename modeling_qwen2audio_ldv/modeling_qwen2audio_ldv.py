@@ -149,6 +149,24 @@ class _DomainAdapterBase(nn.Module):
         self.gate = nn.Sequential(nn.Linear(input_dim, input_dim), nn.Sigmoid()) if config.use_gate else None
         self.scale = nn.Parameter(torch.full((1,), float(config.scale_init)))
 
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Xavier-uniform Linear weights, zero biases, unit LayerNorms, ``scale = scale_init``; with ``zero_init``
+        the last affine map of the correction starts at zero, so the adapter starts as the identity."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if self.config.zero_init:
+            self.zero_output()
+        nn.init.constant_(self.scale, float(self.config.scale_init))
+
+    def zero_output(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
     def compute_delta(self, hidden_states, valid_mask, output_attentions):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -208,19 +226,9 @@ class TransformerDomainAdapter(_DomainAdapterBase):
         self.output_norm = nn.LayerNorm(input_dim)
         self.reset_parameters()
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        if self.config.zero_init:
-            nn.init.zeros_(self.output_norm.weight)
-            nn.init.zeros_(self.output_norm.bias)
-        nn.init.constant_(self.scale, float(self.config.scale_init))
+    def zero_output(self) -> None:
+        nn.init.zeros_(self.output_norm.weight)
+        nn.init.zeros_(self.output_norm.bias)
 
     def compute_delta(self, x, valid, output_attentions):
         h = x
@@ -251,18 +259,8 @@ class MLPDomainAdapter(_DomainAdapterBase):
         self.dropout = nn.Dropout(config.dropout)
         self.reset_parameters()
 
-    @torch.no_grad()
-    def reset_parameters(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        if self.config.zero_init:
-            nn.init.zeros_(self.up.weight)
-        nn.init.constant_(self.scale, float(self.config.scale_init))
+    def zero_output(self) -> None:
+        nn.init.zeros_(self.up.weight)
 
     def compute_delta(self, x, valid, output_attentions):
         return self.up(self.dropout(F.gelu(self.down(self.norm(x))))), None

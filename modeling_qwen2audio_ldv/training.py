@@ -274,7 +274,8 @@ def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cac
             inputs = processor.feature_extractor([_audio_array(r) for r in rows], sampling_rate=16000,
                                                  return_attention_mask=True, padding="max_length", return_tensors="pt")
             hidden, lengths = encode_audio(tower, inputs["input_features"].to(tower.device, dtype),
-                                           inputs["attention_mask"].to(tower.device), trim=True)
+                                           inputs["attention_mask"].to(tower.device),
+                                           trim=model.config.trim_audio_tower)
             for row, length in enumerate(lengths.tolist()):
                 encoded.append(hidden[row, :length].to(torch.float16).cpu().numpy().reshape(-1))
         columns[f"{column}_encoder"] = encoded
