@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = (
     "simulator",
     "corpus",
     "data",
+    "mini_world",
     "hub", "explain", "diagnose",
 )
 
