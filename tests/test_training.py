@@ -1,0 +1,156 @@
+"""Objectives, optimiser groups, the feature cache and strict resume, on the tiny model."""
+
+import copy
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from conftest import noise_clips
+from modeling_qwen2audio_ldv import DomainAdapterConfig, add_domain_adapter_to_model
+from modeling_qwen2audio_ldv.training import (
+    CachedFeatureCollator,
+    adapter_parameter_groups,
+    build_feature_cache,
+    distillation_loss,
+    load_adapter_checkpoint,
+)
+
+
+def test_distillation_loss_by_hand():
+    student = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [9.0, 9.0]]])
+    teacher = torch.tensor([[[1.0, 1.0], [0.0, 0.0], [0.0, 0.0]]])
+    lengths = torch.tensor([2])  # the third frame is padding and must not count
+    # mse per frame: frame 0: ((0)^2 + (-1)^2) / 2 = 0.5; frame 1: (0 + 4) / 2 = 2.0 -> mean 1.25
+    assert distillation_loss(student, teacher, lengths, "mse").item() == pytest.approx(1.25)
+    # cosine: frame 0: cos((1,0),(1,1)) = 1/sqrt(2); frame 1: teacher is zero -> cos 0 (eps) -> 1 - 0 = 1
+    expected = ((1 - 1 / np.sqrt(2)) + 1.0) / 2
+    assert distillation_loss(student, teacher, lengths, "cosine").item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="`distill_loss`"):
+        distillation_loss(student, teacher, lengths, "l1")
+
+
+def test_parameter_groups_give_scale_its_own_learning_rate(tiny_base):
+    base, _ = tiny_base
+    model = add_domain_adapter_to_model(copy.deepcopy(base), adapter_type="transformer", num_heads=4, ff_dim=32)
+    groups = adapter_parameter_groups(model, 1e-4, 1e-2, 0.01)
+    scale_group = [g for g in groups if any(p is model.domain_adapter.scale for p in g["params"])]
+    assert len(scale_group) == 1 and scale_group[0]["lr"] == 1e-2 and len(scale_group[0]["params"]) == 1
+    counted = sum(p.numel() for g in groups for p in g["params"])
+    assert counted == model.num_domain_adapter_parameters()
+    model.lm_head.weight.requires_grad_(True)
+    with pytest.raises(ValueError, match="'lm_head.weight' is trainable but not part of the adapter"):
+        adapter_parameter_groups(model, 1e-4, None, 0.0)
+
+
+def _dataset(n=4, seed=0):
+    clips = noise_clips([8000 + 2000 * i for i in range(n)], seed)
+    mic = noise_clips([8000 + 2000 * i for i in range(n)], seed + 1)
+    data = datasets.Dataset.from_dict({
+        "audio": [{"array": c, "sampling_rate": 16000} for c in clips],
+        "mic_audio": [{"array": c, "sampling_rate": 16000} for c in mic],
+        "text": ["one two", "stop", "turn on the light", "three"][:n],
+    })
+    audio = datasets.Audio(sampling_rate=16000)
+    return data.cast_column("audio", audio).cast_column("mic_audio", audio)
+
+
+def _overfit(model, batch_fn, loss_fn, steps=60, lr=3e-3):
+    optimizer = torch.optim.Adam(model.domain_adapter_parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = loss_fn(model, batch_fn())
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+MINI_BASE = Path(__file__).resolve().parents[1] / "mini_base"
+
+
+def test_lm_and_distill_losses_fall_when_overfitting_one_batch(tmp_path):
+    """On the committed mini base (a random LLM barely reads audio, so the LM loss could not move)."""
+    from modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(MINI_BASE)
+    config = DomainAdapterConfig(num_heads=4, ff_dim=256, num_layers=1, dropout=0.0, zero_init=False)
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(MINI_BASE, adapter_config=config)
+    model.freeze_base_model()
+    d_model = model.config.audio_config.d_model
+    cached = build_feature_cache(model, processor, _dataset(), audio_columns=("audio", "mic_audio"),
+                                 cache_dir=str(tmp_path), progress=False)
+    collator = CachedFeatureCollator(processor, "Transcribe the audio.", mic_feature_key="mic_audio_encoder",
+                                     d_model=d_model)
+    batch = collator([cached[i] for i in range(len(cached))])
+    lm_inputs = {k: v for k, v in batch.items() if not k.startswith("mic_")}
+    lm = _overfit(model, lambda: lm_inputs, lambda m, b: m(**b).loss, steps=100)
+    assert lm[-1] < 0.5 * lm[0], lm[::10]
+
+    def distill(m, b):
+        student = m(audio_encoder_hidden_states=b["audio_encoder_hidden_states"],
+                    audio_encoder_lengths=b["audio_encoder_lengths"]).hidden_states
+        return distillation_loss(student, b["mic_audio_encoder_hidden_states"], b["audio_encoder_lengths"])
+
+    model2 = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(MINI_BASE, adapter_config=config)
+    model2.freeze_base_model()
+    dl = _overfit(model2, lambda: batch, distill)
+    assert dl[-1] < 0.5 * dl[0], dl[::10]
+
+
+def test_first_step_loss_from_cache_equals_loss_from_audio(tiny_base, tmp_path):
+    from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
+
+    base, processor = tiny_base
+    model = add_domain_adapter_to_model(copy.deepcopy(base), adapter_type="transformer", num_heads=4, ff_dim=32,
+                                        dropout=0.0, zero_init=False).eval()
+    data = _dataset()
+    cached = build_feature_cache(model, processor, data, cache_dir=str(tmp_path), progress=False)
+    instruction = "Transcribe the audio."
+    from_cache = CachedFeatureCollator(processor, instruction, d_model=16)([cached[i] for i in range(len(cached))])
+    examples = [data[i] for i in range(len(data))]
+    from_audio = DataCollatorForQwen2AudioLDV(processor=processor, instruction=instruction, mode="train")(examples)
+    assert torch.equal(from_cache["input_ids"], from_audio["input_ids"])
+    assert torch.equal(from_cache["labels"], from_audio["labels"])
+    with torch.no_grad():
+        cached_loss = model(**from_cache).loss
+        audio_loss = model(**{k: v for k, v in from_audio.items() if torch.is_tensor(v)}).loss
+    # float16 storage of the tower outputs is the only difference
+    assert abs(cached_loss.item() - audio_loss.item()) <= 1e-3 * abs(audio_loss.item())
+
+
+def test_feature_cache_is_reused_and_keyed_by_audio(tiny_base, tmp_path):
+    base, processor = tiny_base
+    model = add_domain_adapter_to_model(copy.deepcopy(base), adapter_type="none")
+    first = build_feature_cache(model, processor, _dataset(), cache_dir=str(tmp_path), progress=False)
+    assert len(list(tmp_path.iterdir())) == 1
+    again = build_feature_cache(model, processor, _dataset(), cache_dir=str(tmp_path), progress=False)
+    assert len(list(tmp_path.iterdir())) == 1
+    assert np.array_equal(np.asarray(first[0]["audio_encoder"]), np.asarray(again[0]["audio_encoder"]))
+    build_feature_cache(model, processor, _dataset(seed=5), cache_dir=str(tmp_path), progress=False)
+    assert len(list(tmp_path.iterdir())) == 2  # other audio -> another cache
+    # only the valid frames are stored: a 0.5 s clip = 50 mel frames -> ((50-1)//2+1-2)//2+1 = 12 frames of 16
+    stored = first.with_format("numpy")[0]["audio_encoder"]
+    assert stored.shape == (12 * 16,)
+    assert first.features["audio_encoder"].feature.dtype == "float16"  # stored as float16 on disk
+
+
+def test_resume_from_another_adapter_configuration_is_refused(tiny_base, tiny_base_dir, tmp_path):
+    from modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
+
+    small = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
+        tiny_base_dir, adapter_config=DomainAdapterConfig(num_heads=4, ff_dim=32, num_layers=1))
+    small.save_pretrained(tmp_path / "checkpoint-10")
+    large = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
+        tiny_base_dir, adapter_config=DomainAdapterConfig(num_heads=4, ff_dim=32, num_layers=2))
+    with pytest.raises(ValueError, match=r"another adapter configuration; differing fields .*'num_layers': \(1, 2\)"):
+        load_adapter_checkpoint(large, str(tmp_path / "checkpoint-10"))
+    same = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
+        tiny_base_dir, adapter_config=DomainAdapterConfig(num_heads=4, ff_dim=32, num_layers=1))
+    load_adapter_checkpoint(same, str(tmp_path / "checkpoint-10"))
+    for (name, a), b in zip(small.domain_adapter.state_dict().items(), same.domain_adapter.state_dict().values()):
+        assert torch.equal(a, b), name
