@@ -15,7 +15,10 @@ SUBCOMMAND_MODULES = (
     "corpus",
     "data",
     "mini_world",
-    "hub", "explain", "diagnose",
+    "evaluation",
+    "hub",
+    "explain",
+    "diagnose",
 )
 
 

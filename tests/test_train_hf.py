@@ -102,3 +102,44 @@ def test_command_line_overrides_the_recipe():
     assert recipe == train_hf.DEFAULT_RECIPE
     assert training_args.max_steps == 7 and data_args.condition == "wall"
     assert model_args.base_model == "mini_base"
+
+
+def test_shortened_demo_on_the_mini_base(tmp_path):
+    """`python train_hf.py` with the demo recipe, cut to a few steps and clips: a valid results.json."""
+    pytest.importorskip("espeakng_loader")
+    results = train_hf.main(["--output_dir", str(tmp_path / "demo"), "--max_steps", "4", "--save_steps", "4",
+                             "--num_train_utterances", "16", "--num_eval_utterances", "4", "--logging_steps", "2",
+                             "--eval_condition", "window"])
+    saved = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert saved["base_model"] == "mini_base" and saved["condition"] == "cardboard_box"
+    assert set(saved["eval"]) == {"ldv", "mic", "ldv_window"}  # the cross-condition set is in the same table
+    for name, rows in saved["eval"].items():
+        for row in ("baseline", "adapted"):
+            assert 0 <= rows[row]["cer"] and 0 <= rows[row]["wer"], (name, row)
+    assert saved["adapter"]["trainable_params"] == results["adapter"]["trainable_params"] > 0
+    assert "gap_recovered" in saved and "train_seconds" in saved
+    assert "| ldv_window | adapted |" in (tmp_path / "demo" / "results.md").read_text()
+
+
+def test_evaluate_command_on_a_saved_adapter(tiny_base_3s, tmp_path, capsys):
+    """`ldv-qwen2audio evaluate --model DIR --data AUDIOFOLDER` scores baseline and adapted rows."""
+    pytest.importorskip("espeakng_loader")
+    import soundfile as sf
+
+    from modeling_qwen2audio_ldv.cli import main as cli_main
+    from modeling_qwen2audio_ldv.corpus import synthesize
+
+    train_hf.main(tiny_run_args(tiny_base_3s, tmp_path / "run"))
+    folder = tmp_path / "eval_clips"
+    folder.mkdir()
+    texts = ["stop the pump", "three seven one"]
+    for i, text in enumerate(texts):
+        sf.write(folder / f"clip{i}.wav", synthesize(text), 16000)
+    (folder / "metadata.csv").write_text("file_name,text\n" + "".join(f"clip{i}.wav,{t}\n" for i, t in enumerate(texts)))
+    code = cli_main(["evaluate", "--model", str(tmp_path / "run" / "adapter"), "--data", str(folder),
+                     "--batch-size", "2", "--max-new-tokens", "4", "--output-dir", str(tmp_path / "scores")])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "baseline: CER" in printed and "adapted: CER" in printed
+    scores = json.loads((tmp_path / "scores" / "results.json").read_text())["eval"]["eval"]
+    assert set(scores) == {"baseline", "adapted"}
