@@ -561,6 +561,14 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         return DomainAdapterOutput(hidden_states=adapted)
 
     # ------------------------------------------------------------------------------------------------- control
+    def adapters_to_float32(self) -> "Qwen2AudioLDVForConditionalGeneration":
+        """Keep the (small, trained) adapters in float32 when the base is loaded in bf16/fp16; an adapter computes in
+        its own dtype and returns features in the encoder's dtype."""
+        for module in (self.domain_adapter, *self.domain_adapter_bank.values()):
+            if module is not None:
+                module.float()
+        return self
+
     def freeze_base_model(self) -> "Qwen2AudioLDVForConditionalGeneration":
         """Make only the active adapter (``domain_adapter.*``) trainable; everything else is frozen."""
         for name, parameter in self.named_parameters():
@@ -746,6 +754,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         finally:
             cls._keys_to_ignore_on_load_missing = previous
         _raise_on_bad_loading_info(base_model_name_or_path, info)
+        model.adapters_to_float32()
         return (model, info) if output_loading_info else model
 
     @classmethod
@@ -760,6 +769,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
             output_loading_info = kwargs.pop("output_loading_info", False)
             model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
             _raise_on_bad_loading_info(path, info, allow_missing_adapter=False)
+            model.adapters_to_float32()
             return (model, info) if output_loading_info else model
         config = kwargs.pop("config", None)
         if not isinstance(config, Qwen2AudioLDVConfig):

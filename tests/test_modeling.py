@@ -390,3 +390,20 @@ def test_adapter_details_on_request():
     assert out.attentions[0][1, :, :, 4:].abs().max() == 0  # padded keys get no attention
     assert out.gate.shape == (2, 9, D)
     assert torch.allclose(out.hidden_states, adapter(x, mask), atol=1e-6)
+
+
+def test_adapter_stays_float32_on_a_bf16_base(tiny_base, tiny_base_dir, tmp_path):
+    _, processor = tiny_base
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
+        tiny_base_dir, adapter_config=DomainAdapterConfig(num_heads=4, ff_dim=32, zero_init=False),
+        dtype=torch.bfloat16)
+    assert model.model.audio_tower.conv1.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in model.domain_adapter.parameters()} == {torch.float32}
+    inputs = make_inputs(processor, lengths=(16000,))
+    inputs["input_features"] = inputs["input_features"].to(torch.bfloat16)
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    model.save_pretrained(tmp_path / "adapter")
+    reloaded = Qwen2AudioLDVForConditionalGeneration.from_pretrained(tmp_path / "adapter", dtype=torch.bfloat16)
+    assert torch.equal(reloaded.domain_adapter.output_projection.weight, model.domain_adapter.output_projection.weight)
