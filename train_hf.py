@@ -106,20 +106,15 @@ def parse_arguments(argv: list[str]):
         recipe, argv = Path(argv[0]), argv[1:]
     if not recipe.is_file():
         raise FileNotFoundError(f"recipe {recipe} not found")
+    values = yaml.safe_load(recipe.read_text()) or {}
+    known = {f.name for cls in PARSER_CLASSES for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{recipe}: unknown recipe keys {unknown} (every key must be a train_hf.py flag)")
     prefix: list[str] = []
-    if recipe is not None:
-        values = yaml.safe_load(recipe.read_text()) or {}
-        known = {f.name for cls in PARSER_CLASSES for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{recipe}: unknown recipe keys {unknown} (every key must be a train_hf.py flag)")
-        for key, value in values.items():
-            if value is None:
-                continue
-            if isinstance(value, list):
-                prefix += [f"--{key}", *map(str, value)]
-            else:
-                prefix += [f"--{key}", str(value)]
+    for key, value in values.items():
+        if value is not None:
+            prefix += [f"--{key}", *map(str, value)] if isinstance(value, list) else [f"--{key}", str(value)]
     return parser.parse_args_into_dataclasses(args=prefix + argv, look_for_args_file=False), recipe
 
 
@@ -278,10 +273,9 @@ def main(argv: list[str] | None = None) -> dict:
     if "mic" in scores and "ldv" in scores:
         results["gap_recovered"] = gap_recovered(scores["ldv"]["baseline"]["cer"], scores["ldv"]["adapted"]["cer"],
                                                  scores["mic"]["baseline"]["cer"])
-    results["examples"] = [
-        {"set": name, "reference": p["reference"][i], "baseline": p.get("baseline", [""] * (i + 1))[i],
-         "adapted": p.get("adapted", [""] * (i + 1))[i]}
-        for name, p in predictions.items() for i in range(min(3, len(p["reference"])))
+    results["examples"] = [  # the first three transcripts of each eval set
+        {"set": name, **{column: texts[i] for column, texts in rows.items()}}
+        for name, rows in predictions.items() for i in range(min(3, len(rows["reference"])))
     ]
 
     # 7. Write the results and pictures.

@@ -4,6 +4,7 @@
 """
 
 import argparse
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -88,9 +89,8 @@ def evaluate_sets(
         if apply_adapter_to is None or name in apply_adapter_to:
             rows.append("adapted")
         for row in rows:
-            context = model.disable_domain_adapter() if row == "baseline" and hasattr(model, "disable_domain_adapter") \
-                else _nullcontext()
-            with context:
+            disable = row == "baseline" and hasattr(model, "disable_domain_adapter")
+            with model.disable_domain_adapter() if disable else contextlib.nullcontext():
                 hypotheses = transcribe(model, processor, audios, instruction, batch_size, max_new_tokens,
                                         progress=progress, desc=f"{name}/{row}")
             rates = compute_error_rates(hypotheses, references, language=language)
@@ -98,14 +98,6 @@ def evaluate_sets(
             predictions[name][row] = hypotheses
             logger.info("%s %s: CER %.2f%% WER %.2f%%", name, row, 100 * rates["cer"], 100 * rates["wer"])
     return scores, predictions
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def register_cli(subparsers) -> None:
