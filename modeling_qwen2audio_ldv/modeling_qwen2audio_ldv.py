@@ -195,12 +195,13 @@ class _DomainAdapterBase(nn.Module):
                 f"got {tuple(hidden_states.shape)}"
             )
         x, valid = _trim_to_valid(hidden_states, attention_mask)
-        x = x.to(self.scale.dtype)
-        delta, attentions = self.compute_delta(x, valid, output_attentions)
+        # the adapter computes on its own device and dtype (float32 on a bf16 base, wherever device_map put it)
+        x, valid_here = x.to(device=self.scale.device, dtype=self.scale.dtype), valid.to(self.scale.device)
+        delta, attentions = self.compute_delta(x, valid_here, output_attentions)
         gate = self.gate(x) if self.gate is not None else None
         if gate is not None:
             delta = gate * delta
-        adapted = (x + self.scale * delta).to(hidden_states.dtype)
+        adapted = (x + self.scale * delta).to(device=hidden_states.device, dtype=hidden_states.dtype)
         adapted = torch.where(valid[..., None], adapted, hidden_states[:, : adapted.shape[1]])
         output = torch.cat([adapted, hidden_states[:, adapted.shape[1]:]], dim=1)
         if output_attentions or output_gate:
