@@ -72,6 +72,8 @@ class DataArguments:
     condition: str = field(default="cardboard_box", metadata={"help": "demo corpus: LDV condition to train on"})
     eval_condition: str | None = field(default=None, metadata={"help": "demo corpus: another condition to test "
                                                                        "on (cross-condition)"})
+    text_kinds: list[str] = field(default_factory=lambda: ["digits", "command", "sentence"],
+                                  metadata={"help": "demo corpus: text kinds (digits, command, sentence)"})
     num_train_utterances: int = field(default=600, metadata={"help": "demo corpus: training utterances"})
     num_eval_utterances: int = field(default=60, metadata={"help": "demo corpus: utterances per eval split"})
     corpus_seed: int = field(default=0, metadata={"help": "demo corpus seed"})
@@ -130,7 +132,7 @@ def build_demo_data(data_args: DataArguments, seed: int):
 
     conditions = [data_args.condition] + ([data_args.eval_condition] if data_args.eval_condition else [])
     corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
-                                 conditions=conditions)
+                                 conditions=conditions, kinds=tuple(data_args.text_kinds))
     train = corpus["train"].filter(lambda c: c == data_args.condition, input_columns="condition")
     test = corpus["test"]
     eval_sets = {

@@ -8,7 +8,8 @@ ours:  the tower's outputs from the feature cache (built once, its cost included
 Rows: `lm` and `distill` at the mini base's sizes (batch 8 of 1.5 s clips, per-step time x steps per epoch), and
 `distill` at Qwen2-Audio's real audio shapes (d_model 1280, 32 encoder layers, 3000 mel frames, random weights,
 7.5 s clips, `standard` adapter, batch 1; the 7B LLM does not fit this machine). Targets: `distill` >= 10x at the
-real shapes, `lm` >= 1.5x at the mini sizes.
+real shapes, `lm` >= 1.5x at the mini sizes. The first epoch of ours includes building the cache; each later
+epoch reuses it.
 """
 
 import argparse
@@ -91,8 +92,8 @@ def mini_rows(base: str, batch: int, clip_seconds: float, clips: int, repeats: i
         naive_step = median_seconds(lambda: step(naive), repeats)
         ours_step = median_seconds(lambda: step(ours), repeats)
         naive_epoch = epoch_seconds(naive_step, clips, batch)
-        ours_epoch = epoch_seconds(ours_step, clips, batch, cache_per_clip * cache_clips)
-        rows.append((f"{name} (mini base)", naive_epoch, ours_epoch))
+        ours_first = epoch_seconds(ours_step, clips, batch, cache_per_clip * cache_clips)
+        rows.append((f"{name} (mini base)", naive_epoch, ours_first, epoch_seconds(ours_step, clips, batch)))
     return rows
 
 
@@ -126,7 +127,8 @@ def real_distill_row(clips: int, repeats: int):
     naive = naive_tower + median_seconds(naive_step, repeats)
     ours = median_seconds(ours_step, repeats)
     return ("distill (real audio shapes)", epoch_seconds(naive, clips, 1),
-            epoch_seconds(ours, clips, 1, cache_seconds))  # the cache: an LDV clip and its mic pair
+            epoch_seconds(ours, clips, 1, cache_seconds),  # the cache: an LDV clip and its mic pair
+            epoch_seconds(ours, clips, 1))
 
 
 def main() -> None:
@@ -141,10 +143,11 @@ def main() -> None:
     rows = mini_rows(args.base, batch=8, clip_seconds=1.5, clips=args.clips, repeats=args.repeats)
     if not args.skip_real:
         rows.append(real_distill_row(args.clips, repeats=2))
-    print(f"training time per epoch of {args.clips} clips, {args.threads} threads (cache build included in ours)")
-    print(f"{'objective':<30} {'naive s':>10} {'ours s':>10} {'speed-up':>9}")
-    for name, naive, ours in rows:
-        print(f"{name:<30} {naive:10.1f} {ours:10.1f} {naive / ours:8.1f}x")
+    print(f"training time per epoch of {args.clips} clips, {args.threads} threads; ours: the first epoch builds the "
+          "feature cache, later epochs reuse it")
+    print(f"{'objective':<30} {'naive s':>10} {'ours 1st s':>11} {'x':>6} {'ours later s':>13} {'x':>7}")
+    for name, naive, first, later in rows:
+        print(f"{name:<30} {naive:10.1f} {first:11.1f} {naive / first:5.1f}x {later:13.1f} {naive / later:6.1f}x")
 
 
 if __name__ == "__main__":
