@@ -8,7 +8,7 @@ the tiny encoder (``max_source_positions * 2`` mel frames).
 import string
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     PreTrainedTokenizerFast,
     Qwen2AudioConfig,
@@ -28,6 +28,31 @@ def build_char_tokenizer(extra_characters: str = "") -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        bos_token=None,
+        additional_special_tokens=list(SPECIAL_TOKENS[1:6]),
+    )
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def build_corpus_tokenizer(texts, vocab_size: int = 1000) -> PreTrainedTokenizerFast:
+    """A BPE tokenizer trained with ``tokenizers`` on ``texts``, plus the Qwen2-Audio special tokens.
+
+    Words are split at spaces (Metaspace) and newlines are their own pre-tokens, so a chat prompt never merges with
+    the transcript that follows it. On a small closed-vocabulary corpus most words become single tokens, which
+    keeps transcripts a few tokens long. Printable ASCII is in the alphabet, so any English text encodes.
+    """
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Metaspace()])
+    backend.decoder = decoders.Metaspace()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                  initial_alphabet=list(string.printable), show_progress=False)
+    backend.train_from_iterator(list(texts), trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="<unk>",
