@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> dict:
         columns = ("audio", "mic_audio") if distill else ("audio",)
         with training_args.main_process_first(desc="feature cache"):
             train = build_feature_cache(model, processor, train, audio_columns=columns, cache_dir=cache_dir)
+        # the raw audio is not needed any more: leaving it would decode every clip again at every step
+        train = train.remove_columns([c for c in ("audio", "mic_audio") if c in train.column_names])
         collator = CachedFeatureCollator(processor, instruction, mic_feature_key="mic_audio_encoder" if distill else None,
                                          d_model=model.config.audio_config.d_model)
     else:
