@@ -28,6 +28,11 @@ def build_char_tokenizer(extra_characters: str = "") -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
     backend.decoder = decoders.Fuse()
+    return _wrap(backend)
+
+
+def _wrap(backend: Tokenizer) -> PreTrainedTokenizerFast:
+    """A transformers tokenizer over ``backend`` with the Qwen2-Audio special tokens, left-padding by default."""
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         unk_token="<unk>",
@@ -53,16 +58,7 @@ def build_corpus_tokenizer(texts, vocab_size: int = 1000) -> PreTrainedTokenizer
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=list(string.printable), show_progress=False)
     backend.train_from_iterator(list(texts), trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend,
-        unk_token="<unk>",
-        pad_token="<|endoftext|>",
-        eos_token="<|im_end|>",
-        bos_token=None,
-        additional_special_tokens=list(SPECIAL_TOKENS[1:6]),
-    )
-    tokenizer.padding_side = "left"
-    return tokenizer
+    return _wrap(backend)
 
 
 def build_processor(tokenizer: PreTrainedTokenizerFast, max_source_positions: int, num_mel_bins: int = 80):

@@ -251,8 +251,8 @@ def test_round_trip_in_a_process_without_the_package(trained_adapter_dir, tiny_b
             pass
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoModelForMultimodalLM
-        inputs = torch.load({str(tmp_path / "inputs.pt")!r})
-        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        inputs = torch.load({str(tmp_path / "inputs.pt")!r}, weights_only=True)
+        expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
         for auto in (AutoModelForSeq2SeqLM, AutoModelForMultimodalLM):
             model = auto.from_pretrained({str(out)!r}, trust_remote_code=True).eval()
             assert type(model).__name__ == "Qwen2AudioLDVForConditionalGeneration", type(model)
