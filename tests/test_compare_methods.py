@@ -1,0 +1,93 @@
+"""benchmarks/compare_methods.py: the summary arithmetic (hand-computed values) and a two-row smoke run."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+import compare_methods  # noqa: E402
+
+
+def _run(row, seed, ldv_cer, mic_cer=0.1, preserved=True):
+    return {"row": row, "seed": seed, "objective": "lm", "trainable_params": 10, "checkpoint_bytes": 100,
+            "train_seconds": 1.0, "ldv_cer": ldv_cer, "ldv_wer": 2 * ldv_cer, "mic_cer": mic_cer, "mic_wer": 0.2,
+            "projector_preserved": preserved}
+
+
+def test_summarise_gap_share_and_spread():
+    # baseline LDV 0.6, mic 0.1 -> gap 0.5; oracle LDV 0.2 -> oracle recovers 0.4
+    baseline = _run("baseline", None, 0.6)
+    runs = [baseline, _run("oracle_full_finetune", 0, 0.2, preserved=False),
+            _run("transformer_standard", 0, 0.3), _run("transformer_standard", 1, 0.4),
+            _run("transformer_standard", 2, 0.35)]
+    rows = {s["row"]: s for s in compare_methods.summarise(runs, baseline)}
+
+    assert rows["baseline"]["gap_recovered"]["mean"] == 0.0
+    assert math.isclose(rows["oracle_full_finetune"]["gap_recovered"]["mean"], 0.8)
+    assert math.isclose(rows["oracle_full_finetune"]["oracle_share"]["mean"], 1.0)
+    assert rows["oracle_full_finetune"]["projector_preserved"] is False
+
+    standard = rows["transformer_standard"]
+    assert standard["seeds"] == [0, 1, 2]
+    assert math.isclose(standard["ldv_cer"]["mean"], 0.35)
+    assert math.isclose(standard["ldv_cer"]["std"], 0.05)  # sample std of 0.3, 0.4, 0.35
+    # gaps 0.6, 0.4, 0.5 of the 0.5 gap -> mean 0.5; shares 0.75, 0.5, 0.625 of the oracle's 0.4
+    assert math.isclose(standard["gap_recovered"]["mean"], 0.5)
+    assert math.isclose(standard["oracle_share"]["mean"], 0.625)
+    assert rows["oracle_full_finetune"]["ldv_cer"]["std"] is None  # one seed: no spread
+
+
+def test_closest_rows_and_row_validation():
+    runs = [_run("transformer_standard", 0, 0.30), _run("mlp_adapter", 0, 0.50), _run("projector", 0, 0.32),
+            _run("oracle_full_finetune", 0, 0.29), _run("transformer_heavy", 0, 0.27)]
+    assert compare_methods.closest_rows(runs, 2) == ["projector", "transformer_heavy"]
+    with pytest.raises(ValueError, match="unknown names"):
+        compare_methods.CompareArguments(rows=["baseline", "prefix_tuning"])
+
+
+def test_shapes_scale_with_width():
+    shapes = compare_methods.transformer_shapes(128)
+    assert shapes["lightweight"] == {"num_layers": 1, "num_heads": 4, "ff_dim": 256}
+    assert shapes["standard"] == {"num_layers": 2, "num_heads": 4, "ff_dim": 512}
+    assert shapes["heavy"] == {"num_layers": 4, "num_heads": 8, "ff_dim": 1024}
+
+
+@pytest.mark.speech
+def test_smoke_two_rows(tmp_path):
+    pytest.importorskip("espeakng_loader")
+    from modeling_qwen2audio_ldv.testing import build_tiny_base
+
+    model, processor = build_tiny_base(max_source_positions=150)  # 3 s window: the synthetic clips fit
+    base = tmp_path / "tiny_base"
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+    out = tmp_path / "results"
+    results = compare_methods.main([
+        str(REPO / "configuration" / "recipes" / "compare_methods.yaml"), "--base_model", str(base),
+        "--output_dir", str(out), "--work_dir", str(tmp_path / "work"), "--rows", "baseline", "mlp_adapter",
+        "--num_train_utterances", "8", "--num_eval_utterances", "3", "--max_steps", "3", "--warmup_steps", "1",
+        "--batch_size", "4", "--eval_batch_size", "4", "--max_new_tokens", "4", "--multi_seed", "false",
+    ])
+
+    saved = json.loads((out / "compare_methods.json").read_text())
+    assert saved["complete"] is True
+    assert saved.keys() >= {"settings", "machine", "baseline", "rows", "runs", "wall_seconds", "data"}
+    assert [r["row"] for r in saved["rows"]] == ["baseline", "mlp_adapter"] == [r["row"] for r in results["rows"]]
+    mlp = saved["rows"][1]
+    assert mlp.keys() >= {"trainable_params", "checkpoint_bytes", "train_seconds", "ldv_cer", "ldv_wer", "mic_cer",
+                          "mic_wer", "gap_recovered", "oracle_share", "projector_preserved"}
+    assert mlp["trainable_params"] > 0 and mlp["checkpoint_bytes"] > 4 * mlp["trainable_params"]
+    assert mlp["projector_preserved"] is True
+    assert mlp["oracle_share"]["mean"] is None  # no oracle row in this run
+    for key in ("ldv_cer", "mic_cer"):
+        assert mlp[key]["mean"] >= 0 and mlp[key]["n"] == 1
+
+    table = [line for line in (out / "compare_methods.md").read_text().splitlines() if line.startswith("| ")]
+    assert table[0] == compare_methods.TABLE_HEADER
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| No adaptation (baseline)", "| MLP adapter"]
+    assert all(line.count("|") == table[0].count("|") for line in table[1:])
+    assert (out / "compare_methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
