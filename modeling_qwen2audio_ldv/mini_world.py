@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .corpus import DEFAULT_VOICES, split_voices
+
 logger = logging.getLogger(__name__)
 
 #: Sample rate of every clip (Hz).
@@ -55,19 +57,10 @@ CER_TARGET = 0.10
 #: Instruction of the training and evaluation prompt (the default of ``testing.transcription_prompt``).
 INSTRUCTION = "Transcribe the audio."
 
-#: Training voices: the ten training voices of ``corpus.DEFAULT_VOICES["en"]`` plus accent/variant pairs that the
+_DEFAULT_SPLIT = split_voices(DEFAULT_VOICES["en"])
+#: Training voices: the training voices of ``corpus.DEFAULT_VOICES["en"]`` plus accent/variant pairs that the
 #: default corpus never uses. More voices is the cheapest way to generalise to unseen ones.
-TRAIN_VOICES: tuple[str, ...] = (
-    "en-us",
-    "en-us+f3",
-    "en-gb-x-rp+m3",
-    "en-gb+f2",
-    "en-us+klatt4",
-    "en-gb-scotland+m1",
-    "en-029+f4",
-    "en-us-nyc+m7",
-    "en-gb+klatt5",
-    "en-us+f2",
+TRAIN_VOICES: tuple[str, ...] = _DEFAULT_SPLIT["train"] + (
     "en-us+m3",
     "en-gb+m5",
     "en-us+klatt2",
@@ -82,7 +75,7 @@ TRAIN_VOICES: tuple[str, ...] = (
     "en-us+f5",
 )
 #: Held-out voices: the validation and test voices of ``corpus.DEFAULT_VOICES["en"]`` (never heard in training).
-HELDOUT_VOICES: tuple[str, ...] = ("en-gb-x-gbclan+f1", "en-gb+klatt3", "en-gb-x-gbcwmd+m2", "en-029+f5")
+HELDOUT_VOICES: tuple[str, ...] = _DEFAULT_SPLIT["validation"] + _DEFAULT_SPLIT["test"]
 
 
 @dataclasses.dataclass
