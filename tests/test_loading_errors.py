@@ -12,9 +12,8 @@ from modeling_qwen2audio_ldv import (
     DomainAdapterConfig,
     Qwen2AudioLDVForConditionalGeneration,
     add_domain_adapter_to_model,
-    build_domain_adapter,
 )
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
+from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME, build_domain_adapter
 from modeling_qwen2audio_ldv.testing import transcription_prompt
 
 ADAPTER = DomainAdapterConfig(num_heads=4, ff_dim=32, num_layers=1, zero_init=False)
