@@ -585,7 +585,8 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
 
     @contextlib.contextmanager
     def disable_domain_adapter(self):
-        """Within the block the model is exactly the base model (every adapter bypassed)."""
+        """Within the block every adapter is bypassed: the base model (bit for bit with ``trim_audio_tower=False``;
+        within float32 rounding of the stock padded encoder pass with the default ``True``)."""
         previous = self._domain_adapter_enabled
         self._domain_adapter_enabled = False
         try:
