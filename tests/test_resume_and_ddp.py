@@ -66,15 +66,22 @@ def test_two_processes_train_the_same_adapter_as_one(one_process_run, tiny_base_
 
     # same global batch of 4 (rank 0 takes rows 0-1, rank 1 rows 2-3), losses normalised by the global token and
     # frame counts: the logged loss and the gradient norm of every step equal the one-process run's (up to float32
-    # summation order; observed relative differences ~1e-6). Adam alone would hide a constant gradient scale.
+    # summation order; observed relative differences <= 1e-7). Adam alone would hide a constant gradient scale.
     one_logs, two_logs = step_logs(one_dir / "checkpoint-6"), step_logs(two_dir / "checkpoint-6")
     assert sorted(two_logs) == sorted(one_logs) == [1, 2, 3, 4, 5, 6]
     for step in one_logs:
         for key in ("loss", "grad_norm"):
             assert two_logs[step][key] == pytest.approx(one_logs[step][key], rel=1e-4), (step, key)
+    # the adapters agree to float32 rounding (observed <= 6e-8), except the attention's key bias: softmax ignores a
+    # shift of the keys, so its gradient is zero in exact arithmetic and Adam turns the rounding noise into steps
+    # (observed 1.6e-4 after 6 steps); it is left out
     expected, got = adapter(one_dir), adapter(two_dir)
     for key in expected:
-        assert torch.allclose(expected[key], got[key], rtol=1e-4, atol=5e-5), (key, (expected[key] - got[key]).abs().max())
+        a, b = expected[key], got[key]
+        if key.endswith("qkv.bias"):
+            d = a.shape[0] // 3
+            a, b = torch.cat([a[:d], a[2 * d:]]), torch.cat([b[:d], b[2 * d:]])
+        assert torch.allclose(a, b, rtol=0, atol=1e-6), (key, (a - b).abs().max())
 
     # only rank 0 writes: rank 1 opened no file for writing under output_dir and returned before evaluating
     rank0 = json.loads((tmp_path / "probe.json").read_text())

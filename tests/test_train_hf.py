@@ -64,6 +64,8 @@ def test_reported_rows_are_the_stock_base_and_the_saved_adapter(one_process_run,
     processor = AutoProcessor.from_pretrained(tiny_base_3s)
     stock = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_base_3s).eval()
     adapted = AutoModelForSeq2SeqLM.from_pretrained(run_dir / "adapter", trust_remote_code=True).eval()
+    # the adapter changes some transcripts, so a "baseline" row computed with it would show
+    assert any(e["baseline"] != e["adapted"] for e in saved["examples"])
     for name, dataset in eval_sets.items():
         rows = [e for e in saved["examples"] if e["set"] == name]
         assert [r["reference"] for r in rows] == list(dataset["text"]), name  # every clip of the set is listed

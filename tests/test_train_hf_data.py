@@ -52,7 +52,9 @@ def own_data(tmp_path):
     for i, clip in enumerate(noise_clips([9000, 12000], 3)):
         sf.write(mic_dir / f"m{i}.wav", clip, 16000)
     manifest = mic_dir / "manifest.jsonl"
-    manifest.write_text("".join(json.dumps({"audio": f"m{i}.wav", "text": t}) + "\n" for i, t in enumerate(MIC_EVAL_TEXTS)))
+    rows = [{"audio": f"m{i}.wav", "text": t} for i, t in enumerate(MIC_EVAL_TEXTS)]
+    rows.insert(1, {"audio": "missing.wav", "text": "a clip that is not there"})  # dropped, the others kept
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return root, manifest
 
 
