@@ -98,18 +98,30 @@ def test_own_data_error_policy_names_the_bad_file(tiny_base_3s, own_data, tmp_pa
     assert not (tmp_path / "run" / "results.json").exists()
 
 
-def test_validation_split_is_used_without_a_test_split(tiny_base_3s, tmp_path):
+def one_step_args(base, data, output_dir, *extra):
+    return ["--base_model", str(base), "--output_dir", str(output_dir), "--train_data", str(data), "--objective", "lm",
+            "--max_steps", "1", "--save_steps", "1", "--per_device_train_batch_size", "2", "--num_heads", "4",
+            "--ff_dim", "32", "--eval_batch_size", "2", "--max_new_tokens", "1", "--use_cpu", "true",
+            "--dataloader_num_workers", "0", *extra]
+
+
+def test_eval_split_selection(tiny_base_3s, own_data, tmp_path):
     root = tmp_path / "clips"
     write_split(root / "train", TRAIN_TEXTS[:4], 0)
     write_split(root / "validation", VALIDATION_TEXTS, 1)
-    results = train_hf.main(["--base_model", str(tiny_base_3s), "--output_dir", str(tmp_path / "run"),
-                             "--train_data", str(root), "--objective", "lm", "--max_steps", "1", "--save_steps", "1",
-                             "--per_device_train_batch_size", "2", "--num_heads", "4", "--ff_dim", "32",
-                             "--eval_batch_size", "2", "--max_new_tokens", "1", "--use_cpu", "true",
-                             "--dataloader_num_workers", "0"])
-    assert set(results["eval"]) == {"ldv"}
+    # no test split: the validation split
+    results = train_hf.main(one_step_args(tiny_base_3s, root, tmp_path / "run"))
+    assert set(results["eval"]) == {"ldv"} and results["train_rows"] == 4
     assert [e["reference"] for e in results["examples"]] == VALIDATION_TEXTS
-    assert results["train_rows"] == 4
+    # --eval_data: a manifest (loaded as one split named "train") is the eval set
+    _, manifest = own_data
+    results = train_hf.main(one_step_args(tiny_base_3s, root, tmp_path / "run2", "--eval_data", str(manifest)))
+    assert [e["reference"] for e in results["examples"]] == MIC_EVAL_TEXTS
+    # a training source with neither split and no --eval_data: a clear error before training
+    alone = tmp_path / "alone"
+    write_split(alone / "train", TRAIN_TEXTS[:2], 0)
+    with pytest.raises(ValueError, match=r"alone: no test/validation split \(splits: \['train'\]\); pass --eval_data"):
+        train_hf.main(one_step_args(tiny_base_3s, alone, tmp_path / "run3"))
 
 
 def constant_pairs(n):
