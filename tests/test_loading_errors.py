@@ -94,6 +94,14 @@ def test_a_base_that_is_not_qwen2_audio_is_refused(tmp_path):
         Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tmp_path / "qwen2")
 
 
+@pytest.mark.parametrize("adapter_only", [True, False])
+def test_an_adapter_model_is_refused_as_a_base(tiny_base_dir, tmp_path, adapter_only):
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tiny_base_dir, adapter_config=ADAPTER)
+    model.save_pretrained(tmp_path / "adapter", adapter_only=adapter_only)
+    with pytest.raises(ValueError, match=r"adapter already holds an LDV adapter model; use from_pretrained"):
+        Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tmp_path / "adapter")
+
+
 def test_adapter_input_width_must_equal_the_encoder_width(tiny_base, tiny_base_dir):
     base, _ = tiny_base
     d_model = base.config.audio_config.d_model
