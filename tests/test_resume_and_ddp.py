@@ -66,7 +66,7 @@ def test_two_processes_train_the_same_adapter_as_one(one_process_run, tiny_base_
 
     # same global batch of 4 (rank 0 takes rows 0-1, rank 1 rows 2-3), losses normalised by the global token and
     # frame counts: the logged loss and the gradient norm of every step equal the one-process run's (up to float32
-    # summation order; observed relative differences <= 1e-7). Adam alone would hide a constant gradient scale.
+    # summation order; observed relative differences ~1e-7). Adam alone would hide a constant gradient scale.
     one_logs, two_logs = step_logs(one_dir / "checkpoint-6"), step_logs(two_dir / "checkpoint-6")
     assert sorted(two_logs) == sorted(one_logs) == [1, 2, 3, 4, 5, 6]
     for step in one_logs:
