@@ -126,6 +126,19 @@ def resolve_base(name: str) -> str:
     return str(REPO_ROOT / name)
 
 
+def pick_eval_split(dataset, source: str, only_for_eval: bool):
+    """The eval rows of a loaded source: its test (else validation) split. A source given for evaluation only
+    (``--eval_data``, ``--mic_eval_data``) may hold one split of any name (a manifest loads as ``train``)."""
+    if not hasattr(dataset, "keys"):
+        return dataset
+    for split in ("test", "validation"):
+        if split in dataset:
+            return dataset[split]
+    if only_for_eval and len(dataset) == 1:
+        return next(iter(dataset.values()))
+    raise ValueError(f"{source}: no test/validation split (splits: {list(dataset)}); pass --eval_data")
+
+
 def build_demo_data(data_args: DataArguments, seed: int):
     """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
     from modeling_qwen2audio_ldv.corpus import build_paired_corpus
@@ -205,18 +218,16 @@ def main(argv: list[str] | None = None) -> dict:
         train = loaded["train"] if hasattr(loaded, "keys") else loaded
         eval_source = load_audio_dataset(data_args.eval_data, audio_column=data_args.audio_column,
                                          text_column=data_args.text_column) if data_args.eval_data else loaded
-        if hasattr(eval_source, "keys"):
-            split = next((s for s in ("test", "validation") if s in eval_source), None)
-            if split is None:
-                raise ValueError(f"{data_args.eval_data or data_args.train_data}: no test/validation split; "
-                                 "pass --eval_data")
-            eval_source = eval_source[split]
-        eval_sets = {"ldv": eval_source}
+        eval_sets = {"ldv": pick_eval_split(eval_source, data_args.eval_data or data_args.train_data,
+                                            only_for_eval=bool(data_args.eval_data))}
         if data_args.mic_eval_data:
-            eval_sets["mic"] = load_audio_dataset(data_args.mic_eval_data, audio_column=data_args.audio_column,
-                                                  text_column=data_args.text_column)
+            mic_source = load_audio_dataset(data_args.mic_eval_data, audio_column=data_args.audio_column,
+                                            text_column=data_args.text_column)
+            eval_sets["mic"] = pick_eval_split(mic_source, data_args.mic_eval_data, only_for_eval=True)
         condition = Path(data_args.train_data).name
-    train, report = filter_bad_examples(train, on_bad_example=data_args.on_bad_example)
+    # paired rows: a bad microphone clip is a bad row too (it would stop the feature cache or the distill step)
+    train, report = filter_bad_examples(train, on_bad_example=data_args.on_bad_example,
+                                        mic_audio_column="mic_audio" if "mic_audio" in train.column_names else None)
     eval_sets = {name: filter_bad_examples(ds, on_bad_example=data_args.on_bad_example)[0].select_columns(
         ["audio", "text"]) for name, ds in eval_sets.items()}
     if data_args.max_eval_samples:

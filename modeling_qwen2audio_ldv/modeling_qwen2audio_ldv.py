@@ -585,7 +585,8 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
 
     @contextlib.contextmanager
     def disable_domain_adapter(self):
-        """Within the block the model is exactly the base model (every adapter bypassed)."""
+        """Within the block every adapter is bypassed: the base model (bit for bit with ``trim_audio_tower=False``;
+        within float32 rounding of the stock padded encoder pass with the default ``True``)."""
         previous = self._domain_adapter_enabled
         self._domain_adapter_enabled = False
         try:
@@ -731,6 +732,16 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         base_model_name_or_path = str(base_model_name_or_path)
         output_loading_info = kwargs.pop("output_loading_info", False)
         hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only") if k in kwargs}
+        # an adapter repo is not a base; say so before AutoConfig asks to trust its code
+        config_file = os.path.join(base_model_name_or_path, "config.json")
+        if not os.path.isdir(base_model_name_or_path):
+            config_file = cached_file(base_model_name_or_path, "config.json",
+                                      _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+        if config_file and os.path.isfile(config_file):
+            with open(config_file, encoding="utf-8") as handle:
+                if json.load(handle).get("model_type") == Qwen2AudioLDVConfig.model_type:
+                    raise ValueError(f"{base_model_name_or_path} already holds an LDV adapter model; use "
+                                     "from_pretrained")
         base_config = AutoConfig.from_pretrained(base_model_name_or_path, **hub_kwargs)
         if not isinstance(base_config, Qwen2AudioConfig):
             raise ValueError(

@@ -1,7 +1,6 @@
 """End-to-end runs of train_hf.py on a tiny random base (a few steps, a few synthetic clips)."""
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,63 +16,67 @@ import train_hf  # noqa: E402
 pytestmark = pytest.mark.speech
 
 
-@pytest.fixture(scope="module")
-def tiny_base_3s(tmp_path_factory):
-    """A tiny random base with a 3 s window (the synthetic clips are up to ~2.1 s)."""
-    from modeling_qwen2audio_ldv.testing import build_tiny_base
-
-    model, processor = build_tiny_base(max_source_positions=150)
-    path = tmp_path_factory.mktemp("tiny3s")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
-def tiny_run_args(base, output_dir, *extra):
-    return [
-        "--base_model", str(base), "--output_dir", str(output_dir),
-        "--num_train_utterances", "12", "--num_eval_utterances", "4",
-        "--max_steps", "4", "--save_steps", "2", "--per_device_train_batch_size", "4",
-        "--num_heads", "4", "--ff_dim", "32", "--zero_init", "false",
-        "--eval_batch_size", "4", "--max_new_tokens", "4", "--logging_steps", "1", *extra,
-    ]
-
-
-def test_end_to_end_run(tiny_base_3s, tmp_path):
-    pytest.importorskip("espeakng_loader")
-    from transformers import Qwen2AudioForConditionalGeneration
-
-    base_state = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_base_3s).state_dict()
-    results = train_hf.main(tiny_run_args(tiny_base_3s, tmp_path / "run"))
+def test_end_to_end_run(one_process_run, tiny_base_3s):
+    run_dir, probe, _ = one_process_run
+    saved = json.loads((run_dir / "results.json").read_text())
 
     # results.json: both eval sets, baseline and adapted rows, numbers in [0, inf)
-    saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["eval"].keys() >= {"ldv", "mic"}
     for name in ("ldv", "mic"):
         assert saved["eval"][name].keys() == {"baseline", "adapted"}
         for row in saved["eval"][name].values():
             assert row["cer"] >= 0 and row["wer"] >= 0
-    assert saved["adapter"]["trainable_params"] == results["adapter"]["trainable_params"] > 0
+    assert saved["adapter"]["trainable_params"] > 0
     for picture in ("error_rates.png", "training_curves.png", "mic_vs_ldv.png", "gate_over_time.png"):
-        assert (tmp_path / "run" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (run_dir / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # checkpoints and the final save hold adapter keys only, in safetensors
-    checkpoint = tmp_path / "run" / "checkpoint-4"
+    checkpoint = run_dir / "checkpoint-6"
     adapter_keys = set(load_file(checkpoint / "domain_adapter.safetensors"))
     assert adapter_keys and not any(k.startswith(("model.", "lm_head")) for k in adapter_keys)
     assert not (checkpoint / "model.safetensors").exists()
     assert "scale" in adapter_keys
-    assert set(load_file(tmp_path / "run" / "adapter" / "domain_adapter.safetensors")) == adapter_keys
+    assert set(load_file(run_dir / "adapter" / "domain_adapter.safetensors")) == adapter_keys
 
-    # the base weights are bit-for-bit unchanged: reload the adapter and compare every base tensor
-    from modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
+    # the trainer's in-memory base is bit-for-bit the same after training as before it; the adapter moved
+    from transformers import Qwen2AudioForConditionalGeneration
 
-    reloaded = Qwen2AudioLDVForConditionalGeneration.from_pretrained(tmp_path / "run" / "adapter")
-    state = reloaded.state_dict()
-    for key, value in base_state.items():
-        assert torch.equal(state[key], value), key
-    trained = load_file(tmp_path / "run" / "adapter" / "domain_adapter.safetensors")
+    stock = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_base_3s)
+    assert probe["base_tensors"] == len(stock.state_dict())
+    assert probe["base_changed"] == [] and probe["adapter_changed"] is True
+    trained = load_file(run_dir / "adapter" / "domain_adapter.safetensors")
     assert not torch.equal(trained["output_norm.weight"], torch.ones_like(trained["output_norm.weight"]))
+
+
+def test_reported_rows_are_the_stock_base_and_the_saved_adapter(one_process_run, tiny_base_3s):
+    """"baseline" transcripts are the stock base's, "adapted" the saved adapter's, and each CER/WER is the metric
+    on the transcripts written to results.json (2 clips per set: results.json lists them all)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    from modeling_qwen2audio_ldv.evaluation import transcribe
+    from modeling_qwen2audio_ldv.preprocessing import DEFAULT_INSTRUCTION
+    from modeling_qwen2audio_ldv.scoring import compute_error_rates
+
+    run_dir, _, args = one_process_run
+    saved = json.loads((run_dir / "results.json").read_text())
+    (_, _, data_args, _, training_args), _ = train_hf.parse_arguments(args)
+    _, eval_sets, _ = train_hf.build_demo_data(data_args, training_args.seed)
+    processor = AutoProcessor.from_pretrained(tiny_base_3s)
+    stock = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_base_3s).eval()
+    adapted = AutoModelForSeq2SeqLM.from_pretrained(run_dir / "adapter", trust_remote_code=True).eval()
+    # the adapter changes some transcripts, so a "baseline" row computed with it would show
+    assert any(e["baseline"] != e["adapted"] for e in saved["examples"])
+    for name, dataset in eval_sets.items():
+        rows = [e for e in saved["examples"] if e["set"] == name]
+        assert [r["reference"] for r in rows] == list(dataset["text"]), name  # every clip of the set is listed
+        audios = list(dataset["audio"])
+        for row, model in (("baseline", stock), ("adapted", adapted)):
+            expected = transcribe(model, processor, audios, DEFAULT_INSTRUCTION, batch_size=data_args.eval_batch_size,
+                                  max_new_tokens=data_args.max_new_tokens, progress=False)
+            written = [r[row] for r in rows]
+            assert written == expected, (name, row)
+            rates = compute_error_rates(written, [r["reference"] for r in rows], language=data_args.language)
+            assert saved["eval"][name][row] == {"cer": float(rates["cer"]), "wer": float(rates["wer"])}, (name, row)
 
 
 def test_recipe_key_mismatch_names_itself(tmp_path):
@@ -121,22 +124,21 @@ def test_shortened_demo_on_the_mini_base(tmp_path):
     assert "| ldv_window | adapted |" in (tmp_path / "demo" / "results.md").read_text()
 
 
-def test_evaluate_command_on_a_saved_adapter(tiny_base_3s, tmp_path, capsys):
+def test_evaluate_command_on_a_saved_adapter(one_process_run, tmp_path, capsys):
     """`ldv-qwen2audio evaluate --model DIR --data AUDIOFOLDER` scores baseline and adapted rows."""
-    pytest.importorskip("espeakng_loader")
     import soundfile as sf
 
     from modeling_qwen2audio_ldv.cli import main as cli_main
     from modeling_qwen2audio_ldv.corpus import synthesize
 
-    train_hf.main(tiny_run_args(tiny_base_3s, tmp_path / "run"))
+    run_dir = one_process_run[0]
     folder = tmp_path / "eval_clips"
     folder.mkdir()
     texts = ["stop the pump", "three seven one"]
     for i, text in enumerate(texts):
         sf.write(folder / f"clip{i}.wav", synthesize(text), 16000)
     (folder / "metadata.csv").write_text("file_name,text\n" + "".join(f"clip{i}.wav,{t}\n" for i, t in enumerate(texts)))
-    code = cli_main(["evaluate", "--model", str(tmp_path / "run" / "adapter"), "--data", str(folder),
+    code = cli_main(["evaluate", "--model", str(run_dir / "adapter"), "--data", str(folder),
                      "--batch-size", "2", "--max-new-tokens", "4", "--output-dir", str(tmp_path / "scores")])
     assert code == 0
     printed = capsys.readouterr().out

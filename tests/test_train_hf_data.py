@@ -1,0 +1,149 @@
+"""train_hf.py on the user's own recordings: an audiofolder with splits and paired microphone clips, a microphone
+eval manifest, bad files in training data (LDV and microphone), training from audio (no feature cache), and the
+demo corpus's microphone share."""
+
+import json
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import soundfile as sf
+
+from conftest import noise_clips
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import train_hf  # noqa: E402
+
+TRAIN_TEXTS = ["one two", "three", "four five six", "seven", "eight nine", "zero one"]
+TEST_TEXTS = ["test one", "test two"]
+VALIDATION_TEXTS = ["valid one", "valid two"]
+MIC_EVAL_TEXTS = ["mic zero", "mic one"]
+
+
+def write_split(folder: Path, texts, seed, bad_ldv=None, bad_mic=None):
+    """An audiofolder split: ``file_name`` (LDV) and ``mic_file_name`` (microphone) per row; ``bad_ldv`` /
+    ``bad_mic``: a row index whose LDV / microphone file is not audio."""
+    folder.mkdir(parents=True)
+    ldv = noise_clips([8000 + 1000 * i for i in range(len(texts))], seed)
+    mic = noise_clips([8000 + 1000 * i for i in range(len(texts))], seed + 100)
+    lines = ["file_name,mic_file_name,text"]
+    for i, text in enumerate(texts):
+        sf.write(folder / f"ldv{i}.wav", ldv[i], 16000)
+        sf.write(folder / f"mic{i}.wav", mic[i], 16000)
+        lines.append(f"ldv{i}.wav,mic{i}.wav,{text}")
+    if bad_ldv is not None:
+        (folder / f"ldv{bad_ldv}.wav").write_bytes(b"this is not a wav file")
+    if bad_mic is not None:
+        (folder / f"mic{bad_mic}.wav").write_bytes(b"this is not a wav file either")
+    (folder / "metadata.csv").write_text("\n".join(lines) + "\n")
+
+
+@pytest.fixture
+def own_data(tmp_path):
+    root = tmp_path / "my_ldv_clips"
+    write_split(root / "train", TRAIN_TEXTS + ["bad ldv", "bad mic"], 0, bad_ldv=6, bad_mic=7)
+    write_split(root / "validation", VALIDATION_TEXTS, 1)
+    write_split(root / "test", TEST_TEXTS, 2)
+    mic_dir = tmp_path / "mic_eval"
+    mic_dir.mkdir()
+    for i, clip in enumerate(noise_clips([9000, 12000], 3)):
+        sf.write(mic_dir / f"m{i}.wav", clip, 16000)
+    manifest = mic_dir / "manifest.jsonl"
+    rows = [{"audio": f"m{i}.wav", "text": t} for i, t in enumerate(MIC_EVAL_TEXTS)]
+    rows.insert(1, {"audio": "missing.wav", "text": "a clip that is not there"})  # dropped, the others kept
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return root, manifest
+
+
+def own_args(base, data, manifest, output_dir, *extra):
+    return [
+        "--base_model", str(base), "--output_dir", str(output_dir), "--train_data", str(data),
+        "--mic_audio_column", "mic_file_name", "--mic_eval_data", str(manifest),
+        "--objective", "lm+distill", "--feature_cache", "false",
+        "--max_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "2", "--logging_steps", "1",
+        "--num_heads", "4", "--ff_dim", "32", "--zero_init", "false", "--learning_rate", "0.01",
+        "--eval_batch_size", "2", "--max_new_tokens", "2", "--dataloader_num_workers", "0", "--use_cpu", "true",
+        *extra,
+    ]
+
+
+def test_own_audiofolder_with_bad_files_from_audio(tiny_base_3s, own_data, tmp_path):
+    data, manifest = own_data
+    results = train_hf.main(own_args(tiny_base_3s, data, manifest, tmp_path / "run"))
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    # the bad LDV file and the bad microphone file are both reported and dropped; the six good rows train
+    skipped = saved["skipped_rows"]
+    assert saved["train_rows"] == skipped["num_good"] == len(TRAIN_TEXTS)
+    bad = {(b["index"], b["column"], Path(b["path"]).name) for b in skipped["bad_examples"]}
+    assert bad == {(6, "audio", "ldv6.wav"), (7, "mic_audio", "mic7.wav")}
+    # eval sets: the source's test split (not validation, not train) and the microphone manifest
+    assert set(saved["eval"]) == {"ldv", "mic"}
+    references = {name: [e["reference"] for e in saved["examples"] if e["set"] == name] for name in saved["eval"]}
+    assert references == {"ldv": TEST_TEXTS, "mic": MIC_EVAL_TEXTS}
+    # trained from audio: no feature cache was written, the adapter exists and the log has both steps
+    assert not (tmp_path / "run" / "feature_cache").exists()
+    assert (tmp_path / "run" / "adapter" / "domain_adapter.safetensors").is_file()
+    history = json.loads((tmp_path / "run" / "checkpoint-2" / "trainer_state.json").read_text())["log_history"]
+    assert [h["step"] for h in history if "loss" in h and "train_runtime" not in h] == [1, 2]
+
+
+def test_own_data_error_policy_names_the_bad_file(tiny_base_3s, own_data, tmp_path):
+    data, manifest = own_data
+    with pytest.raises(ValueError, match=r"bad example: .*ldv6\.wav"):
+        train_hf.main(own_args(tiny_base_3s, data, manifest, tmp_path / "run", "--on_bad_example", "error"))
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def one_step_args(base, data, output_dir, *extra):
+    return ["--base_model", str(base), "--output_dir", str(output_dir), "--train_data", str(data), "--objective", "lm",
+            "--max_steps", "1", "--save_steps", "1", "--per_device_train_batch_size", "2", "--num_heads", "4",
+            "--ff_dim", "32", "--eval_batch_size", "2", "--max_new_tokens", "1", "--use_cpu", "true",
+            "--dataloader_num_workers", "0", *extra]
+
+
+def test_eval_split_selection(tiny_base_3s, own_data, tmp_path):
+    root = tmp_path / "clips"
+    write_split(root / "train", TRAIN_TEXTS[:4], 0)
+    write_split(root / "validation", VALIDATION_TEXTS, 1)
+    # no test split: the validation split
+    results = train_hf.main(one_step_args(tiny_base_3s, root, tmp_path / "run"))
+    assert set(results["eval"]) == {"ldv"} and results["train_rows"] == 4
+    assert [e["reference"] for e in results["examples"]] == VALIDATION_TEXTS
+    # --eval_data: a manifest (loaded as one split named "train") is the eval set
+    _, manifest = own_data
+    results = train_hf.main(one_step_args(tiny_base_3s, root, tmp_path / "run2", "--eval_data", str(manifest)))
+    assert [e["reference"] for e in results["examples"]] == MIC_EVAL_TEXTS
+    # a training source with neither split and no --eval_data: a clear error before training
+    alone = tmp_path / "alone"
+    write_split(alone / "train", TRAIN_TEXTS[:2], 0)
+    with pytest.raises(ValueError, match=r"alone: no test/validation split \(splits: \['train'\]\); pass --eval_data"):
+        train_hf.main(one_step_args(tiny_base_3s, alone, tmp_path / "run3"))
+
+
+def constant_pairs(n):
+    """Rows whose LDV clip is positive and whose microphone clip is negative, so each row's source shows."""
+    ldv = [{"array": np.full(160, 0.5, dtype=np.float32), "sampling_rate": 16000} for _ in range(n)]
+    mic = [{"array": np.full(160, -0.5, dtype=np.float32), "sampling_rate": 16000} for _ in range(n)]
+    data = datasets.Dataset.from_dict({"ldv_audio": ldv, "mic_audio": mic, "text": [str(i) for i in range(n)]})
+    audio = datasets.Audio(sampling_rate=16000)
+    return data.cast_column("ldv_audio", audio).cast_column("mic_audio", audio)
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.25, 1.0])
+def test_mic_fraction_sets_the_share_of_microphone_rows(fraction):
+    n = 160
+    mixed = train_hf.mix_mic_rows(constant_pairs(n), "ldv_audio", "mic_audio", fraction, seed=0)
+    assert set(mixed.column_names) == {"text", "audio", "mic_audio"}
+    assert list(mixed["text"]) == [str(i) for i in range(n)]  # order kept
+    sources = np.array([np.sign(row["audio"]["array"]).mean() for row in mixed])
+    assert set(np.round(sources).tolist()) <= {1.0, -1.0}
+    assert all(np.all(np.asarray(row["mic_audio"]["array"]) < 0) for row in mixed)  # the paired clip stays mic
+    share = float(np.mean(sources < 0))
+    # binomial(160, 0.25): standard deviation 3.4 %; 3.5 sigma (a flipped comparison would give 0.75)
+    assert share == pytest.approx(fraction, abs=0.12)
+    if fraction in (0.0, 1.0):
+        assert share == fraction
