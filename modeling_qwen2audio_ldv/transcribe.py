@@ -5,9 +5,9 @@ A recording that fits the encoder's window (the feature extractor's ``n_samples`
 transcribed in one pass. A longer one is split into windows that fit:
 
 1. Sound and pause are told apart per 10 ms frame against the noise floor (of each window-long block, so a
-   drifting background stays background). The recording is cut in the middle of every pause of at least
-   :data:`MIN_PAUSE_SECONDS`; a stretch of speech still longer than the window is cut further at its quietest
-   points (dynamic programming: the fewest cuts that fit, each at low mean power).
+   drifting background stays background). Every pause of at least :data:`MIN_PAUSE_SECONDS` is cut, and a
+   stretch of speech longer than the window is cut further; the cuts are chosen together (dynamic programming:
+   the fewest cuts that fit, each at the lowest mean power in reach).
 2. Consecutive windows share ``overlap_seconds`` of audio centred on each cut, so a word that a forced cut
    (no pause in reach) splits is heard whole by at least one window.
 3. Each window's silent edges are cut off (:data:`EDGE_MARGIN_SECONDS` kept) and silent windows are skipped; the
@@ -141,44 +141,18 @@ def _quiet_cost(power: np.ndarray, span: int) -> np.ndarray:
     return (cumulative[hi] - cumulative[lo]) / np.maximum(hi - lo, 1) / max(float(power.max()), 1e-30) + 1e-12
 
 
-def _forced_cuts(cost: np.ndarray, first: int, last: int, step: int) -> list[int]:
-    """Frame boundaries strictly between ``first`` and ``last``, at most ``step`` apart (and from both ends),
-    minimising their summed ``cost`` (dynamic programming with a sliding-window minimum): every cut costs
-    something, so the fewest cuts that fit, each as quiet as the others allow."""
-    if last - first <= step:
-        return []
-    best = np.full(last + 1, np.inf)
-    parent = np.full(last + 1, -1, dtype=np.int64)
-    best[first] = 0.0
-    queue: list[int] = []  # indices of best[c - step : c] with increasing best (monotone deque)
-    head = 0
-    for c in range(first + 1, last + 1):
-        i = c - 1
-        if np.isfinite(best[i]):
-            while len(queue) > head and best[queue[-1]] >= best[i]:
-                queue.pop()
-            queue.append(i)
-        while head < len(queue) and queue[head] < c - step:
-            head += 1
-        if head < len(queue):
-            best[c] = best[queue[head]] + (cost[c] if c < last else 0.0)
-            parent[c] = queue[head]
-    cuts, c = [], int(parent[last])
-    while c > first:
-        cuts.append(c)
-        c = int(parent[c])
-    return cuts[::-1]
-
-
 def plan_windows(audio: np.ndarray, window: int, overlap: int, sampling_rate: int = SAMPLING_RATE,
                  min_pause_seconds: float | None = None) -> list[Window]:
     """Split ``audio`` (samples) into windows of at most ``window`` samples that share ``overlap`` samples.
 
-    A recording that fits is one window. A longer one is cut in the middle of every pause (a run of inactive
-    10 ms frames of at least ``min_pause_seconds``, default :data:`MIN_PAUSE_SECONDS`), so a window holds one
-    stretch of speech and a segment's times follow the speech; a stretch still too long for the window is cut
-    further at its quietest points (:func:`_forced_cuts`: mean power over ``max(overlap, 0.1 s)`` around each cut,
-    fewest cuts). Window ``i`` spans ``[cut_before - overlap // 2, cut_after + overlap - overlap // 2)``.
+    A recording that fits is one window. In a longer one every pause (a run of inactive 10 ms frames of at least
+    ``min_pause_seconds``, default :data:`MIN_PAUSE_SECONDS`, not at the very start or end) gets a cut, so a
+    window holds one stretch of speech and a segment's times follow the speech; a stretch too long for the window
+    gets more cuts. The cuts are chosen together by dynamic programming over the frame boundaries: they minimise
+    the summed mean power over ``max(overlap, 0.1 s)`` around each cut (a cut in speech costs orders of magnitude
+    more than one in a pause, and every cut costs something: the fewest cuts, each as quiet as the others allow),
+    subject to every window fitting and every pause holding a cut. Window ``i`` spans
+    ``[cut_before - overlap // 2, cut_after + overlap - overlap // 2)``.
     """
     total = int(audio.shape[0])
     if window <= 0:
@@ -195,16 +169,40 @@ def plan_windows(audio: np.ndarray, window: int, overlap: int, sampling_rate: in
     min_pause = max(1, int(round((MIN_PAUSE_SECONDS if min_pause_seconds is None else min_pause_seconds)
                                  * sampling_rate / frame)))
     edges = np.flatnonzero(np.diff(np.concatenate([[1], active.astype(np.int8), [1]])))
-    pauses = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_pause]
-    boundaries = [0] + [(a + b) // 2 for a, b in pauses if 0 < (a + b) // 2 < frames] + [frames]
+    pauses = [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2]) if b - a >= min_pause and 0 < a and b < frames]
     cost = _quiet_cost(power, max(1, int(round(max(overlap, MIN_QUIET_SPAN_SECONDS * sampling_rate) / frame))))
-    step = (window - overlap) // frame  # a stretch between cuts plus the shared audio must fit the window
-    cuts: list[int] = []
-    for first, last in zip(boundaries, boundaries[1:]):
-        cuts += _forced_cuts(cost, first, last, step) + [last]
-    cut_samples = sorted({min(c * frame, total) for c in cuts[:-1]} - {0, total})
+    cost[0] = cost[frames] = 0.0  # the start and the end are not cuts
+    # consecutive cuts at most `step` boundaries apart (a stretch plus the shared audio fits the window), and the
+    # cut before boundary c no earlier than the start of the last pause that ends before c (each pause is cut)
+    step = max(1, (window - overlap) // frame)
+    lower = np.zeros(frames + 1, dtype=np.int64)
+    for start, stop in pauses:
+        lower[stop + 1 :] = start
+    best = np.full(frames + 1, np.inf)
+    parent = np.full(frames + 1, -1, dtype=np.int64)
+    best[0] = 0.0
+    queue: list[int] = []  # boundaries before c with increasing best (a monotone deque: sliding minimum)
+    head = 0
+    for c in range(1, frames + 1):
+        i = c - 1
+        if np.isfinite(best[i]):
+            while len(queue) > head and best[queue[-1]] >= best[i]:
+                queue.pop()
+            queue.append(i)
+        bound = max(c - step, int(lower[c]))
+        while head < len(queue) and queue[head] < bound:
+            head += 1
+        if head < len(queue):
+            best[c] = best[queue[head]] + cost[c]
+            parent[c] = queue[head]
+    if not np.isfinite(best[frames]):  # cannot happen for overlap < window / 2; a clear error all the same
+        raise RuntimeError(f"no window plan fits windows of {window} samples with {overlap} shared")
+    cuts, c = [], int(parent[frames])
+    while c > 0:
+        cuts.append(min(c * frame, total))
+        c = int(parent[c])
     windows, start, cut_before = [], 0, 0
-    for cut in cut_samples:
+    for cut in reversed(cuts):
         windows.append(Window(start, min(total, cut + overlap - half), cut_before, cut))
         start, cut_before = max(0, cut - half), cut
     windows.append(Window(start, total, cut_before, total))
