@@ -380,7 +380,8 @@ def transcribe(
             channel count), datasets audio dicts, or 1-D float arrays at ``sampling_rate``.
         batch_size: windows per ``generate`` call (windows of several recordings share batches).
         audio_domain: ``None``/``"ldv"`` (the active adapter), ``"mic"`` (no adapter) or an adapter's name.
-        instruction: the prompt's instruction (default :data:`~modeling_qwen2audio_ldv.preprocessing.DEFAULT_INSTRUCTION`).
+        instruction: the prompt's instruction (default
+            :data:`~modeling_qwen2audio_ldv.preprocessing.DEFAULT_INSTRUCTION`).
         max_new_tokens: generation length per window (default: 8 per second of window, at least 32).
         overlap_seconds: audio shared by consecutive windows of a long recording (default: 5% of the window,
             at most 1 s).
@@ -403,6 +404,10 @@ def transcribe(
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size ({batch_size}) must be >= 1")
+    if audio_domain is not None:
+        known = ["mic", "ldv", *model.list_domain_adapters()] if hasattr(model, "list_domain_adapters") else []
+        if audio_domain not in known:
+            raise ValueError(f"unknown audio_domain {audio_domain!r}; this model knows {known or 'none (no adapter)'}")
     single = not isinstance(audio_or_paths, (list, tuple))
     items = [audio_or_paths] if single else list(audio_or_paths)
     window = window_samples(processor)
@@ -424,7 +429,11 @@ def transcribe(
         record = records[index]
         message = str(error) if record.name is None or record.name in str(error) else f"{record.name}: {error}"
         if on_error == "raise":
-            raise type(error)(message) from error
+            try:
+                named = type(error)(message)
+            except TypeError:  # an exception type that takes other arguments
+                named = RuntimeError(message)
+            raise named from error
         record.error = message
         logger.error("%s", message)
 
@@ -644,10 +653,14 @@ def _transcribe_command(args: argparse.Namespace) -> int:
         logger.error("%s", error)
         return 2
     disable = args.no_adapter and hasattr(model, "disable_domain_adapter")
-    with model.disable_domain_adapter() if disable else contextlib.nullcontext():
-        results = transcribe(model, processor, files, batch_size=args.batch_size, audio_domain=args.audio_domain,
-                             instruction=args.instruction, max_new_tokens=args.max_new_tokens,
-                             overlap_seconds=args.overlap_seconds, on_error="skip")
+    try:
+        with model.disable_domain_adapter() if disable else contextlib.nullcontext():
+            results = transcribe(model, processor, files, batch_size=args.batch_size, audio_domain=args.audio_domain,
+                                 instruction=args.instruction, max_new_tokens=args.max_new_tokens,
+                                 overlap_seconds=args.overlap_seconds, on_error="skip")
+    except ValueError as error:  # arguments, not files: nothing was transcribed
+        logger.error("%s", error)
+        return 2
     failed = [r for r in results if r.get("error") is not None]
     if args.output:
         for path in write_results(results, args.output):

@@ -222,3 +222,9 @@ def test_forced_cuts_in_speech_are_stitched_without_repeats(monkeypatch):
     words = result["text"].split()
     assert len(words) <= len(reference.split()) + 1
     assert compute_error_rates([result["text"]], [reference])["cer"] < 0.25
+
+
+def test_unknown_audio_domain_is_a_usage_error(tiny_base_dir, tmp_path):
+    clip = tmp_path / "a.wav"
+    sf.write(clip, bursts([("speech", 0.5)]), RATE)
+    assert cli.main(["transcribe", str(clip), "--model", tiny_base_dir, "--audio-domain", "window"]) == 2
