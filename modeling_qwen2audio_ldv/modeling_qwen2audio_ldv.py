@@ -675,7 +675,9 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         """Load an adapter saved with ``save_pretrained`` (directory or Hub repo) next to the current ones.
 
         The adapter must have been trained for this base: the saved ``base_model_name_or_path`` and the encoder
-        width must match. Returns the adapter's name (default: the repo or directory name).
+        width must match. Returns the adapter's name (default: the repo or directory name). A single weights file
+        (a guide-style ``torch.save`` ``.pt``/``.pth`` state dict, tensors only, or a ``.safetensors`` file without
+        config.json) takes the active adapter's configuration, or ``adapter_config=...``.
         """
         path_or_repo = str(path_or_repo)
         if _is_single_adapter_file(path_or_repo):  # a guide-style torch.save file, or weights without config.json
