@@ -3,7 +3,7 @@
     python benchmarks/bench_long_transcription.py [--utterances 60] [--per-recording 8] [--threads 1]
 
 Held-out test utterances of the default corpus (unseen voices and texts, digit strings: what the mini base reads)
-are concatenated, ``--per-recording`` at a time with pauses drawn from ``--pause`` seconds, into recordings
+are concatenated, ``--per-recording`` at a time (default: enough for about five windows, at least 8) with pauses drawn from ``--pause`` seconds, into recordings
 several windows long; each recording then passes one light microphone channel (gain, white noise 35-55 dB below
 the speech: the mini base's held-out channel, ``mini_world.microphone_channel``), so its background is the same
 throughout, as in one real recording. The same audio is transcribed two ways:
@@ -21,6 +21,7 @@ Writes ``benchmarks/results/long_transcription.json`` and ``.md``.
 
 import argparse
 import json
+import math
 import platform
 import sys
 import time
@@ -37,7 +38,8 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default=str(REPO / "mini_base"))
     parser.add_argument("--utterances", type=int, default=60, help="held-out test utterances")
-    parser.add_argument("--per-recording", type=int, default=8, help="utterances per long recording")
+    parser.add_argument("--per-recording", type=int, default=None,
+                        help="utterances per long recording (default: enough for 5 windows, at least 8)")
     parser.add_argument("--pause", type=float, nargs=2, default=(0.3, 0.9), help="pause range (s)")
     parser.add_argument("--seed", type=int, default=0, help="corpus seed (the demo's is 0)")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -66,6 +68,9 @@ def main(argv=None) -> dict:
     texts = list(test["text"])
     synth_s = time.perf_counter() - started
 
+    if args.per_recording is None:  # recordings about five windows long, whatever the window
+        typical = float(np.mean([len(c) for c in clips])) / 16000 + float(np.mean(args.pause))
+        args.per_recording = max(8, math.ceil(5 * window_s / typical))
     rng = np.random.default_rng(args.seed)
     recordings, references, pieces = [], [], []
     for first in range(0, len(clips), args.per_recording):

@@ -177,18 +177,19 @@ def test_long_recording_on_the_mini_base():
 
     processor = AutoProcessor.from_pretrained(REPO / "mini_base")
     model = Qwen2AudioForConditionalGeneration.from_pretrained(REPO / "mini_base").eval()
-    texts = ["four nine eight", "six one two seven", "three three five", "nine zero one one", "two eight six"]
+    phrases = ["four nine eight", "six one two seven", "three three five", "nine zero one one", "two eight six"]
+    clips = {text: synthesize(text, voice="en-gb+klatt3") for text in phrases}
     rng = np.random.default_rng(0)
-    parts, spans, position = [], [], 0
-    for text in texts:
-        clip = synthesize(text, voice="en-gb+klatt3")
+    texts, parts, spans, position = [], [], [], 0
+    while position < 2 * window_samples(processor) or len(texts) < len(phrases):  # several windows, any window
+        text = phrases[len(texts) % len(phrases)]
         pause = np.zeros(int(0.5 * RATE), dtype=np.float32)
-        spans.append((position / RATE, (position + len(clip)) / RATE))
-        parts += [clip, pause]
-        position += len(clip) + len(pause)
+        spans.append((position / RATE, (position + len(clips[text])) / RATE))
+        parts += [clips[text], pause]
+        position += len(clips[text]) + len(pause)
+        texts.append(text)
     audio = np.concatenate(parts)
     audio = (audio + 1e-3 * rng.standard_normal(len(audio))).astype(np.float32)
-    assert len(audio) > 2 * window_samples(processor)
 
     result = transcribe(model, processor, audio, progress=False)
     segments = result["segments"]
@@ -213,8 +214,12 @@ def test_forced_cuts_in_speech_are_stitched_without_repeats(monkeypatch):
 
     processor = AutoProcessor.from_pretrained(REPO / "mini_base")
     model = Qwen2AudioForConditionalGeneration.from_pretrained(REPO / "mini_base").eval()
-    texts = ["four nine eight", "six one two seven", "three five", "nine zero one"]
-    audio = np.concatenate([synthesize(t, voice="en-gb+klatt3") for t in texts]).astype(np.float32)
+    phrases = ["four nine eight", "six one two seven", "three five", "nine zero one"]
+    clips = {text: synthesize(text, voice="en-gb+klatt3") for text in phrases}
+    texts = []
+    while sum(len(clips[t]) for t in texts) < 1.5 * window_samples(processor) or len(texts) < len(phrases):
+        texts.append(phrases[len(texts) % len(phrases)])
+    audio = np.concatenate([clips[t] for t in texts]).astype(np.float32)
     monkeypatch.setattr(transcribe_module, "MIN_PAUSE_SECONDS", 10.0)
     result = transcribe(model, processor, audio, overlap_seconds=0.4, progress=False)
     assert len(result["segments"]) >= 2
