@@ -54,6 +54,10 @@ class _BatchLoss:
         self.accelerator = SimpleNamespace(unwrap_model=lambda module: module)
 
     def __call__(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "lm" in self.objective.split("+") and "labels" not in batch:
+            raise ValueError(f"objective {self.objective!r} needs `labels` in every batch (the transcript's token "
+                             f"ids, -100 on the prompt and padding): collate with "
+                             f"DataCollatorForQwen2AudioLDV(processor, mode='train'); batch keys: {sorted(batch)}")
         return self.compute_loss(self.model, batch)
 
 

@@ -71,10 +71,13 @@ def test_train_with_domain_adapter_lowers_the_validation_loss_and_trains_only_th
     assert sorted(g["lr"] for g in Spy.groups) == [2e-3, 2e-3, 2e-2]
 
 
-def test_train_with_domain_adapter_refuses_a_trainable_base():
+def test_train_with_domain_adapter_refuses_a_trainable_base_and_batches_without_labels():
     model, processor = guide_model()
-    model.lm_head.weight.requires_grad_(True)
     train_loader, _ = loaders(processor)
+    unlabelled = [{k: v for k, v in batch.items() if k != "labels"} for batch in train_loader]
+    with pytest.raises(ValueError, match="needs `labels`"):
+        train_with_domain_adapter(model, processor, unlabelled, num_epochs=1, device="cpu", progress=False)
+    model.lm_head.weight.requires_grad_(True)
     with pytest.raises(ValueError, match="not part of the adapter"):
         train_with_domain_adapter(model, processor, train_loader, num_epochs=1, device="cpu", progress=False)
 
