@@ -1,12 +1,12 @@
 """Long recordings on the mini base: one recording of many utterances vs. the same utterances one by one.
 
-    python benchmarks/bench_long_transcription.py [--utterances 60] [--per-recording 8] [--threads 1]
+    python benchmarks/bench_long_transcription.py [--utterances 60] [--per-recording N] [--threads 1]
 
 Held-out test utterances of the default corpus (unseen voices and texts, digit strings: what the mini base reads)
-are concatenated, ``--per-recording`` at a time (default: enough for about five windows, at least 8) with pauses drawn from ``--pause`` seconds, into recordings
-several windows long; each recording then passes one light microphone channel (gain, white noise 35-55 dB below
-the speech: the mini base's held-out channel, ``mini_world.microphone_channel``), so its background is the same
-throughout, as in one real recording. The same audio is transcribed two ways:
+are concatenated, ``--per-recording`` at a time (default: enough for about five windows, at least 8) with
+pauses drawn from ``--pause`` seconds, into recordings several windows long; each recording then passes one
+light microphone channel (gain, white noise 35-55 dB below the speech: the mini base's held-out channel,
+``mini_world.microphone_channel``), so its background is the same throughout, as in one real recording. The same audio is transcribed two ways:
 
 - one by one: cut at the known utterance boundaries (plus the corpus clips' 50 ms edges), each piece fits the
   window; ``evaluation.transcribe``, the path of every evaluation;

@@ -55,7 +55,7 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".
                     ".aifc", ".au", ".caf", ".webm", ".mp4", ".mka", ".w64", ".rf64")
 #: Power frames for the energy analysis (s).
 FRAME_SECONDS = 0.01
-#: A frame is active (speech, not pause) when its power is within this many dB of the recording's loudest frame.
+#: A frame is active (sound, not pause) only within this many dB of the loudest frame of its block (a window).
 ACTIVITY_RANGE_DB = 45.0
 #: A frame is active when it is at least this many dB above the noise floor (10th percentile of the frames).
 FLOOR_MARGIN_DB = 8.0
