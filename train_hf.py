@@ -78,7 +78,8 @@ class DataArguments:
     num_eval_utterances: int = field(default=60, metadata={"help": "demo corpus: utterances per eval split"})
     corpus_seed: int = field(default=0, metadata={"help": "demo corpus seed"})
     mic_fraction: float = field(default=0.25, metadata={"help": "share of training rows that are microphone clips "
-                                                                "(keeps the adapter harmless on mic speech)"})
+                                                                "(keeps the adapter harmless on mic speech); with "
+                                                                "your own data, needs --mic_audio_column"})
     feature_cache: bool = field(default=True, metadata={"help": "cache the frozen tower's outputs (float16)"})
     cache_dir: str | None = field(default=None, metadata={"help": "feature cache folder (default output_dir/"
                                                                   "feature_cache)"})
@@ -126,19 +127,6 @@ def resolve_base(name: str) -> str:
     return str(REPO_ROOT / name)
 
 
-def pick_eval_split(dataset, source: str, only_for_eval: bool):
-    """The eval rows of a loaded source: its test (else validation) split. A source given for evaluation only
-    (``--eval_data``, ``--mic_eval_data``) may hold one split of any name (a manifest loads as ``train``)."""
-    if not hasattr(dataset, "keys"):
-        return dataset
-    for split in ("test", "validation"):
-        if split in dataset:
-            return dataset[split]
-    if only_for_eval and len(dataset) == 1:
-        return next(iter(dataset.values()))
-    raise ValueError(f"{source}: no test/validation split (splits: {list(dataset)}); pass --eval_data")
-
-
 def build_demo_data(data_args: DataArguments, seed: int):
     """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
     from modeling_qwen2audio_ldv.corpus import build_paired_corpus
@@ -176,6 +164,39 @@ def mix_mic_rows(train, ldv_column: str, mic_column: str, mic_fraction: float, s
     drop = [c for c in raw.column_names if c != "text"]
     mixed = raw.map(pick, with_indices=True, batched=True, remove_columns=drop)
     return mixed.cast_column("audio", Audio(sampling_rate=16000)).cast_column("mic_audio", Audio(sampling_rate=16000))
+
+
+def eval_split(loaded, source: str, given_for_evaluation: bool):
+    """The one split to evaluate on: ``test``, else ``validation``; a source given for evaluation alone
+    (``--eval_data``, ``--mic_eval_data``) that holds a single split is used whole (a manifest, or a folder
+    without split folders, loads as one ``train`` split)."""
+    if not hasattr(loaded, "keys"):
+        return loaded
+    for split in ("test", "validation"):
+        if split in loaded:
+            return loaded[split]
+    if given_for_evaluation and len(loaded) == 1:
+        return next(iter(loaded.values()))
+    if given_for_evaluation:
+        raise ValueError(f"{source}: splits {list(loaded)}, none of them test or validation; keep one split in it")
+    raise ValueError(f"{source}: no test/validation split (splits: {list(loaded)}); pass --eval_data")
+
+
+def mix_user_mic_rows(train, mic_fraction: float, seed: int):
+    """``--mic_fraction`` on the user's paired data: that share of the rows train on their microphone clip (as
+    ``audio``, with ``mic_audio`` unchanged), so the adapter learns to leave microphone speech alone."""
+    if not mic_fraction:
+        return train
+    if "mic_audio" not in train.column_names:
+        logger.info("--mic_fraction %g needs paired data (--mic_audio_column); training on the LDV rows only",
+                    mic_fraction)
+        return train
+    if not 0.0 < mic_fraction <= 1.0:
+        raise ValueError(f"--mic_fraction ({mic_fraction}) must be in [0, 1]")
+    mixed = mix_mic_rows(train, "audio", "mic_audio", mic_fraction, seed)
+    logger.info("--mic_fraction %g: microphone clips in place of about that share of %d training rows",
+                mic_fraction, len(mixed))
+    return mixed
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -216,14 +237,19 @@ def main(argv: list[str] | None = None) -> dict:
         loaded = load_audio_dataset(data_args.train_data, audio_column=data_args.audio_column,
                                     text_column=data_args.text_column, mic_audio_column=data_args.mic_audio_column)
         train = loaded["train"] if hasattr(loaded, "keys") else loaded
-        eval_source = load_audio_dataset(data_args.eval_data, audio_column=data_args.audio_column,
-                                         text_column=data_args.text_column) if data_args.eval_data else loaded
-        eval_sets = {"ldv": pick_eval_split(eval_source, data_args.eval_data or data_args.train_data,
-                                            only_for_eval=bool(data_args.eval_data))}
+        if data_args.eval_data:
+            eval_source = eval_split(load_audio_dataset(data_args.eval_data, audio_column=data_args.audio_column,
+                                                        text_column=data_args.text_column), data_args.eval_data,
+                                     given_for_evaluation=True)
+        else:
+            eval_source = eval_split(loaded, data_args.train_data, given_for_evaluation=False)
+        eval_sets = {"ldv": eval_source}
         if data_args.mic_eval_data:
-            mic_source = load_audio_dataset(data_args.mic_eval_data, audio_column=data_args.audio_column,
-                                            text_column=data_args.text_column)
-            eval_sets["mic"] = pick_eval_split(mic_source, data_args.mic_eval_data, only_for_eval=True)
+            eval_sets["mic"] = eval_split(load_audio_dataset(data_args.mic_eval_data,
+                                                             audio_column=data_args.audio_column,
+                                                             text_column=data_args.text_column),
+                                          data_args.mic_eval_data, given_for_evaluation=True)
+        train = mix_user_mic_rows(train, data_args.mic_fraction, training_args.seed)
         condition = Path(data_args.train_data).name
     # paired rows: a bad microphone clip is a bad row too (it would stop the feature cache or the distill step)
     train, report = filter_bad_examples(train, on_bad_example=data_args.on_bad_example,

@@ -13,6 +13,7 @@ from .modeling_qwen2audio_ldv import (
     Qwen2AudioLDVForConditionalGeneration,
     TransformerDomainAdapter,
     add_domain_adapter_to_model,
+    convert_pt_to_safetensors,
 )
 
 __version__ = "0.1.0"
@@ -23,6 +24,7 @@ _LAZY = {
     "simulate_ldv": "simulator",
     "LDVCondition": "simulator",
     "LDV_PRESETS": "simulator",
+    "train_with_domain_adapter": "guide_training",
 }
 
 
@@ -41,5 +43,6 @@ __all__ = [
     "Qwen2AudioLDVForConditionalGeneration",
     "TransformerDomainAdapter",
     "add_domain_adapter_to_model",
+    "convert_pt_to_safetensors",
     *_LAZY,
 ]

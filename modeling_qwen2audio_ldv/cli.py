@@ -11,6 +11,7 @@ from importlib import import_module
 
 # Modules that contribute subcommands, in the order `--help` lists them.
 SUBCOMMAND_MODULES = (
+    "transcribe",
     "simulator",
     "corpus",
     "data",

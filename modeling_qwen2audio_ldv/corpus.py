@@ -930,6 +930,43 @@ def write_audiofolder(corpus: Any, output: str | os.PathLike) -> Path:
     return output
 
 
+def write_paired_audiofolder(corpus: Any, output: str | os.PathLike) -> Path:
+    """Write a paired corpus as one ``audiofolder`` that ``train_hf.py`` reads as it is.
+
+    Layout: ``<output>/<split>/metadata.csv`` with columns ``file_name`` (the LDV clip), ``text``,
+    ``mic_file_name`` (the microphone clip of the same utterance), ``condition``, ``voice`` and ``utterance_id``;
+    the clips (16 kHz, 16-bit WAV) under ``<split>/ldv/`` and ``<split>/mic/`` (one microphone clip per utterance,
+    shared by its conditions). Train with
+    ``python train_hf.py --train_data <output> --mic_audio_column mic_file_name`` (test split: the LDV eval set).
+
+    Returns:
+        ``output`` as a :class:`~pathlib.Path`.
+    """
+    from datasets import Audio
+
+    output = Path(output)
+    for split, dataset in corpus.items():
+        if len(dataset) == 0:
+            continue
+        raw = dataset.cast_column("mic_audio", Audio(decode=False)).cast_column("ldv_audio", Audio(decode=False))
+        folder = output / split
+        (folder / "ldv").mkdir(parents=True, exist_ok=True)
+        (folder / "mic").mkdir(parents=True, exist_ok=True)
+        with open(folder / "metadata.csv", "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file_name", "text", "mic_file_name", "condition", "voice", "utterance_id"])
+            seen: set[str] = set()
+            for row in raw:
+                mic_name = f"mic/{_safe_name(row['utterance_id'])}.wav"
+                if row["utterance_id"] not in seen:
+                    seen.add(row["utterance_id"])
+                    (folder / mic_name).write_bytes(row["mic_audio"]["bytes"])
+                ldv_name = f"ldv/{_safe_name(row['id'])}.wav"
+                (folder / ldv_name).write_bytes(row["ldv_audio"]["bytes"])
+                writer.writerow([ldv_name, row["text"], mic_name, row["condition"], row["voice"], row["utterance_id"]])
+    return output
+
+
 # --------------------------------------------------------------------------------------------------------
 # Command line: ldv-qwen2audio synth-corpus
 # --------------------------------------------------------------------------------------------------------
@@ -964,12 +1001,25 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="eSpeak voices (at least 3; the last ones are held out for validation/test; default: built-in list)",
     )
     parser.add_argument("--language", choices=LANGUAGES, default="en", help="text and voice language (default en)")
+    parser.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=TEXT_KINDS,
+        default=list(TEXT_KINDS),
+        help="text kinds (default: all; the repo's mini base reads digit strings only: --kinds digits)",
+    )
     parser.add_argument("--no-mic-augment", action="store_true", help="store the synthesised microphone clip as is")
     parser.add_argument("--num-proc", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
         "--audiofolder",
         action="store_true",
         help="also write <output>/audiofolder/{mic,ldv}/<split>/ WAV files with metadata.csv",
+    )
+    parser.add_argument(
+        "--paired-audiofolder",
+        action="store_true",
+        help="also write <output>/paired_audiofolder/<split>/ (metadata.csv: file_name,text,mic_file_name,...), "
+        "which `train_hf.py --train_data DIR --mic_audio_column mic_file_name` reads as it is",
     )
     parser.set_defaults(func=run_synth_corpus)
 
@@ -984,6 +1034,7 @@ def run_synth_corpus(args: argparse.Namespace) -> int:
         voices=tuple(args.voice) if args.voice else None,
         language=args.language,
         mic_augment=not args.no_mic_augment,
+        kinds=tuple(args.kinds),
         num_proc=args.num_proc,
     )
     corpus.save_to_disk(str(args.output))
@@ -991,4 +1042,8 @@ def run_synth_corpus(args: argparse.Namespace) -> int:
     if args.audiofolder:
         folder = write_audiofolder(corpus, args.output / "audiofolder")
         logger.info("wrote the audiofolder layout to %s", folder)
+    if args.paired_audiofolder:
+        folder = write_paired_audiofolder(corpus, args.output / "paired_audiofolder")
+        logger.info("wrote the paired audiofolder to %s (train_hf.py --train_data %s --mic_audio_column "
+                    "mic_file_name)", folder, folder)
     return 0

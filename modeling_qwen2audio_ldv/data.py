@@ -139,7 +139,8 @@ def _load_raw(source: str, split: str | None, **load_kwargs: Any) -> tuple[str, 
     if path.is_dir():
         if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file():
             return "disk", _select_split(load_from_disk(str(path), **load_kwargs), split, source)
-        if not any((path / name).is_file() for name in _METADATA_FILES):
+        folders = [path, *(sub for sub in path.iterdir() if sub.is_dir())]  # metadata may sit in split folders
+        if not any((folder / name).is_file() for folder in folders for name in _METADATA_FILES):
             logger.warning("%s has no %s: audiofolder will find audio files but no transcripts", source,
                            " / ".join(_METADATA_FILES))
         return "audiofolder", load_dataset("audiofolder", data_dir=str(path), split=split, **load_kwargs)

@@ -376,6 +376,58 @@ def _load_adapter_state(module: nn.Module, state: dict[str, torch.Tensor], sourc
     module.load_state_dict(state, strict=True)
 
 
+#: ``torch.save`` files that ``load_domain_adapter`` reads with ``torch.load(weights_only=True)`` (tensors only).
+_TORCH_SAVE_SUFFIXES = (".pt", ".pth")
+
+
+def _is_single_adapter_file(path: str) -> bool:
+    """A file to load on its own: a ``.pt``/``.pth`` state dict, or a ``.safetensors`` file with no config.json."""
+    if not os.path.isfile(path):
+        return False
+    lowered = path.lower()
+    if lowered.endswith(_TORCH_SAVE_SUFFIXES):
+        return True
+    return lowered.endswith(".safetensors") and not os.path.isfile(os.path.join(os.path.dirname(path), "config.json"))
+
+
+def load_torch_adapter_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The adapter state dict of a guide-style ``torch.save(model.domain_adapter.state_dict(), path)`` file.
+
+    Read with ``torch.load(weights_only=True)``, so no code in the file runs; anything but a mapping of names to
+    tensors is refused. Keys saved from the whole model (``domain_adapter.*``) are accepted without the prefix.
+    """
+    import pickle
+
+    path = os.fspath(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as error:
+        raise ValueError(f"{path}: refusing to load: not a plain state dict of tensors (torch.load with "
+                         f"weights_only=True failed: {str(error).splitlines()[0]})") from error
+    if not isinstance(state, dict) or not state:
+        raise ValueError(f"{path}: expected a non-empty dict of tensors (torch.save(model.domain_adapter."
+                         f"state_dict(), path)), got {type(state).__name__}")
+    wrong = sorted(f"{k!r}: {type(v).__name__}" for k, v in state.items()
+                   if not isinstance(k, str) or not isinstance(v, torch.Tensor))
+    if wrong:
+        raise ValueError(f"{path}: refusing to load: only tensors are accepted, found {wrong[:5]}")
+    if all(k.startswith(DOMAIN_ADAPTER_PREFIX) for k in state):
+        state = {k[len(DOMAIN_ADAPTER_PREFIX):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def convert_pt_to_safetensors(path: str | os.PathLike, output: str | os.PathLike | None = None) -> str:
+    """Convert a guide-style ``.pt`` adapter file to safetensors (default: the same name, ``.safetensors``).
+
+    One line: ``convert_pt_to_safetensors("ldv_domain_adapter.pt")``. Tensors only (see
+    :func:`load_torch_adapter_state`). Returns the written path.
+    """
+    state = load_torch_adapter_state(path)
+    output = os.fspath(output) if output is not None else os.path.splitext(os.fspath(path))[0] + ".safetensors"
+    save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, output, metadata={"format": "pt"})
+    return output
+
+
 class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
     """Qwen2-Audio with a domain adapter between ``audio_tower`` and ``multi_modal_projector``.
 
@@ -624,9 +676,13 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         """Load an adapter saved with ``save_pretrained`` (directory or Hub repo) next to the current ones.
 
         The adapter must have been trained for this base: the saved ``base_model_name_or_path`` and the encoder
-        width must match. Returns the adapter's name (default: the repo or directory name).
+        width must match. Returns the adapter's name (default: the repo or directory name). A single weights file
+        (a guide-style ``torch.save`` ``.pt``/``.pth`` state dict, tensors only, or a ``.safetensors`` file without
+        config.json) takes the active adapter's configuration, or ``adapter_config=...``.
         """
         path_or_repo = str(path_or_repo)
+        if _is_single_adapter_file(path_or_repo):  # a guide-style torch.save file, or weights without config.json
+            return self._load_domain_adapter_file(path_or_repo, adapter_name, hub_kwargs.pop("adapter_config", None))
         adapter_name = adapter_name or Path(path_or_repo.rstrip("/")).name
         if adapter_name in (MIC_DOMAIN, LDV_DOMAIN) or adapter_name in self.list_domain_adapters():
             raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
@@ -662,6 +718,115 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         self.domain_adapter_configs[adapter_name] = adapter_config
         module.requires_grad_(False)
         module.train(self.training)  # follow the model's mode: no dropout at inference
+        return adapter_name
+
+    # ------------------------------------------------------------------------------------ PEFT-style control
+    # What a PEFT user reaches for: a fresh trainable adapter by name, switching adapters off and on outside a
+    # `with` block, the trainable-parameter summary, and a saved adapter attached to a base already in memory.
+    def add_domain_adapter(self, adapter_name: str, config: DomainAdapterConfig | dict | str | None = None,
+                           set_active: bool = True) -> str:
+        """Add a fresh adapter named ``adapter_name`` (like PEFT's ``add_adapter``).
+
+        ``config`` is a [`DomainAdapterConfig`], its dict, a preset name (``lightweight``, ``standard``, ``heavy``,
+        ``mlp``) or ``None`` (the default configuration). With ``set_active`` (default) the new adapter becomes the
+        active one and the only trainable parameters (every other adapter and the base are frozen), ready to
+        train; otherwise it is loaded frozen next to the others. Returns the name.
+        """
+        if adapter_name in (MIC_DOMAIN, LDV_DOMAIN) or adapter_name in self.list_domain_adapters():
+            raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
+        if isinstance(config, str):
+            config = DomainAdapterConfig.preset(config)
+        elif isinstance(config, dict):
+            config = DomainAdapterConfig.from_dict(config)
+        config = config or DomainAdapterConfig()
+        module = build_domain_adapter(config, self.config.audio_config.d_model)
+        if module is None:
+            raise ValueError("adapter_type 'none' has no parameters; nothing to add")
+        self.domain_adapter_bank[adapter_name] = module.to(device=next(self.parameters()).device)
+        self.domain_adapter_configs[adapter_name] = config
+        module.train(self.training)
+        module.requires_grad_(False)
+        if set_active:
+            self.set_domain_adapter(adapter_name)
+            self.freeze_base_model()
+        return adapter_name
+
+    def disable_domain_adapters(self) -> None:
+        """Bypass every adapter until :meth:`enable_domain_adapters` (the model is exactly the base model).
+
+        The non-context form of ``with model.disable_domain_adapter():``."""
+        self._domain_adapter_enabled = False
+
+    def enable_domain_adapters(self) -> None:
+        """Undo :meth:`disable_domain_adapters`."""
+        self._domain_adapter_enabled = True
+
+    @property
+    def domain_adapters_enabled(self) -> bool:
+        return self._domain_adapter_enabled
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """``(trainable, all)`` parameter counts, as PEFT's method of the same name."""
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable, sum(p.numel() for p in self.parameters())
+
+    def print_trainable_parameters(self) -> None:
+        """Print ``trainable params: N || all params: M || trainable%: P``, as PEFT does."""
+        trainable, total = self.get_nb_trainable_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: "
+              f"{100 * trainable / max(total, 1):.4f}")
+
+    @classmethod
+    def from_base_model(
+        cls,
+        base_model: Qwen2AudioForConditionalGeneration,
+        adapter_name_or_path: str | os.PathLike,
+        adapter_name: str | None = None,
+        is_trainable: bool = False,
+        **hub_kwargs: Any,
+    ) -> "Qwen2AudioLDVForConditionalGeneration":
+        """Attach a saved adapter (directory or Hub repo) to a base model already in memory, without loading the
+        base again: the ``PeftModel.from_pretrained(base_model, adapter_id)`` pattern.
+
+        A stock ``Qwen2AudioForConditionalGeneration`` is converted in place (no copy of its weights, as
+        :func:`add_domain_adapter_to_model`); a model of this class gets the adapter next to its others. The
+        adapter's base (``base_model_name_or_path``) and encoder width must match, as in
+        :meth:`load_domain_adapter`. The attached adapter becomes the active one, frozen unless ``is_trainable``.
+        """
+        if not isinstance(base_model, cls):
+            base_model = add_domain_adapter_to_model(base_model, adapter_type="none")
+        name = base_model.load_domain_adapter(adapter_name_or_path, adapter_name=adapter_name, **hub_kwargs)
+        base_model.set_domain_adapter(name)
+        if is_trainable:
+            base_model.freeze_base_model()
+        else:
+            base_model.domain_adapter.requires_grad_(False)
+        return base_model
+
+    def _load_domain_adapter_file(self, path: str, adapter_name: str | None,
+                                  adapter_config: DomainAdapterConfig | dict | str | None) -> str:
+        """Load one weights file without a config.json next to it: a ``.safetensors`` file, or a ``.pt``/``.pth``
+        file written by ``torch.save(model.domain_adapter.state_dict(), path)`` (read with
+        ``torch.load(weights_only=True)``: tensors only). Its configuration is ``adapter_config`` (default: the
+        active adapter's, the one the guide's model was built with)."""
+        adapter_name = adapter_name or Path(path).stem
+        if adapter_name in (MIC_DOMAIN, LDV_DOMAIN) or adapter_name in self.list_domain_adapters():
+            raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
+        if isinstance(adapter_config, str):
+            adapter_config = DomainAdapterConfig.preset(adapter_config)
+        elif isinstance(adapter_config, dict):
+            adapter_config = DomainAdapterConfig.from_dict(adapter_config)
+        adapter_config = adapter_config or self.domain_adapter_configs[self.active_domain_adapter]
+        module = build_domain_adapter(adapter_config, self.config.audio_config.d_model)
+        if module is None:
+            raise ValueError(f"{path}: the active adapter has adapter_type 'none'; pass adapter_config=... (the "
+                             f"configuration the weights were trained with)")
+        state = load_file(path) if path.endswith(".safetensors") else load_torch_adapter_state(path)
+        _load_adapter_state(module, state, path)
+        self.domain_adapter_bank[adapter_name] = module.to(device=next(self.parameters()).device)
+        self.domain_adapter_configs[adapter_name] = adapter_config
+        module.requires_grad_(False)
+        module.train(self.training)
         return adapter_name
 
     # ------------------------------------------------------------------------------------------ save and load
@@ -889,5 +1054,7 @@ __all__ = [
     "TransformerDomainAdapter",
     "add_domain_adapter_to_model",
     "build_domain_adapter",
+    "convert_pt_to_safetensors",
     "encode_audio",
+    "load_torch_adapter_state",
 ]

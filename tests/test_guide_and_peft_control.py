@@ -1,0 +1,219 @@
+"""The guide's training function and save/load, and the PEFT-style adapter control, on tiny models."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from modeling_qwen2audio_ldv import (
+    DomainAdapterConfig,
+    Qwen2AudioLDVForConditionalGeneration,
+    add_domain_adapter_to_model,
+    convert_pt_to_safetensors,
+    train_with_domain_adapter,
+)
+from modeling_qwen2audio_ldv.guide_training import evaluate_loss
+from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
+from modeling_qwen2audio_ldv.testing import build_tiny_base
+
+MINI_BASE = Path(__file__).resolve().parents[1] / "mini_base"
+ADAPTER = dict(adapter_type="transformer", num_layers=1, num_heads=4, ff_dim=32, dropout=0.0)
+
+
+def guide_model(seed=0, **overrides):
+    base, processor = build_tiny_base(seed=seed)
+    return add_domain_adapter_to_model(base, **{**ADAPTER, **overrides}), processor
+
+
+def loaders(processor, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = [{"audio": (0.1 * rng.standard_normal(int(rng.integers(6000, 14000)))).astype(np.float32),
+             "text": text} for text in ["one two", "seven", "three four five", "nine"] * 2]
+    collate = DataCollatorForQwen2AudioLDV(processor, mode="train")
+    return DataLoader(rows[:4], batch_size=2, shuffle=True, collate_fn=collate), \
+        DataLoader(rows[4:], batch_size=2, collate_fn=collate)
+
+
+class Spy(torch.optim.AdamW):
+    groups = None
+
+    def __init__(self, params, *args, **kwargs):
+        Spy.groups = [{"lr": g["lr"], "names": len(g["params"])} for g in params]
+        super().__init__(params, *args, **kwargs)
+
+
+def test_train_with_domain_adapter_lowers_the_validation_loss_and_trains_only_the_adapter(monkeypatch):
+    """On the committed mini base (a random LLM barely reads audio, so its LM loss could not move)."""
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    base = Qwen2AudioForConditionalGeneration.from_pretrained(MINI_BASE)
+    processor = AutoProcessor.from_pretrained(MINI_BASE)
+    torch.manual_seed(0)
+    model = add_domain_adapter_to_model(base, **ADAPTER, zero_init=False)
+    train_loader, val_loader = loaders(processor)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    initial = evaluate_loss(model, val_loader, "cpu")
+    monkeypatch.setattr(torch.optim, "AdamW", Spy)
+    history = []
+    returned = train_with_domain_adapter(model=model, processor=processor, train_loader=train_loader,
+                                         val_loader=val_loader, num_epochs=6, learning_rate=2e-3, device="cpu",
+                                         history=history, progress=False)
+    assert returned is model and not model.training
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert history[-1]["val_loss"] < initial - 0.3  # measured before training with the same loss code
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("domain_adapter.") for k in changed)
+    assert "domain_adapter.scale" in changed
+    # the guide's separate rate for `scale`: 10x the weights' rate by default
+    assert sorted(g["lr"] for g in Spy.groups) == [2e-3, 2e-3, 2e-2]
+
+
+def test_train_with_domain_adapter_refuses_a_trainable_base_and_batches_without_labels():
+    model, processor = guide_model()
+    train_loader, _ = loaders(processor)
+    unlabelled = [{k: v for k, v in batch.items() if k != "labels"} for batch in train_loader]
+    with pytest.raises(ValueError, match="needs `labels`"):
+        train_with_domain_adapter(model, processor, unlabelled, num_epochs=1, device="cpu", progress=False)
+    model.lm_head.weight.requires_grad_(True)
+    with pytest.raises(ValueError, match="not part of the adapter"):
+        train_with_domain_adapter(model, processor, train_loader, num_epochs=1, device="cpu", progress=False)
+
+
+class _Touch:
+    """Pickles to a call that creates a file: a load that ran pickled code would leave the file behind."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return Path.touch, (Path(self.path),)
+
+
+def test_guide_style_pt_save_and_load(tmp_path):
+    model, processor = guide_model(seed=0, zero_init=False)
+    path = tmp_path / "ldv_domain_adapter.pt"
+    torch.save(model.domain_adapter.state_dict(), path)  # the guide's step 4
+
+    other, _ = guide_model(seed=1, zero_init=False)
+    other.domain_adapter.load_state_dict(torch.load(path, weights_only=True))  # the guide's load keeps working
+    for key, value in model.domain_adapter.state_dict().items():
+        assert torch.equal(other.domain_adapter.state_dict()[key], value)
+
+    fresh, _ = guide_model(seed=2, zero_init=False)
+    name = fresh.load_domain_adapter(path)  # configuration: the active adapter's
+    assert name == "ldv_domain_adapter" and fresh.list_domain_adapters() == ["default", "ldv_domain_adapter"]
+    for key, value in model.domain_adapter.state_dict().items():
+        assert torch.equal(fresh.domain_adapter_bank[name].state_dict()[key], value)
+
+    from safetensors.torch import load_file
+
+    converted = convert_pt_to_safetensors(path)
+    assert converted == str(tmp_path / "ldv_domain_adapter.safetensors")
+    assert load_file(converted).keys() == model.domain_adapter.state_dict().keys()
+    assert fresh.load_domain_adapter(converted, adapter_name="converted") == "converted"
+
+
+def test_pickled_objects_inside_a_pt_file_are_refused(tmp_path):
+    model, _ = guide_model()
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "evil.pt"
+    torch.save({**model.domain_adapter.state_dict(), "payload": _Touch(marker)}, evil)
+    with pytest.raises(ValueError, match="refusing to load"):
+        model.load_domain_adapter(evil)
+    assert not marker.exists()
+    mixed = tmp_path / "mixed.pt"
+    torch.save({**model.domain_adapter.state_dict(), "step": 3}, mixed)
+    with pytest.raises(ValueError, match="only tensors"):
+        model.load_domain_adapter(mixed)
+    with pytest.raises(ValueError, match="refusing to load"):
+        convert_pt_to_safetensors(evil)
+    assert not marker.exists()
+    # a .bin stays refused (the existing rule for pickled checkpoints); nothing was added by the failures
+    assert model.list_domain_adapters() == ["default"]
+
+
+def test_add_domain_adapter_trains_the_new_adapter_only(tiny_base_dir):
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
+        tiny_base_dir, adapter_config=DomainAdapterConfig(**ADAPTER, zero_init=False))
+    _, processor = build_tiny_base()
+    first = {k: v.clone() for k, v in model.domain_adapter.state_dict().items()}
+    base_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("domain_adapter")}
+
+    assert model.add_domain_adapter("window", DomainAdapterConfig(**ADAPTER, zero_init=False)) == "window"
+    assert model.list_domain_adapters() == ["window", "default"]
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"domain_adapter.{k}" for k, _ in model.domain_adapter.named_parameters()}
+    assert model.get_nb_trainable_parameters()[0] == model.num_domain_adapter_parameters()
+
+    train_loader, _ = loaders(processor)
+    train_with_domain_adapter(model, processor, train_loader, num_epochs=1, learning_rate=1e-2, device="cpu",
+                              progress=False)
+    for key, value in first.items():  # the other adapter is frozen
+        assert torch.equal(model.domain_adapter_bank["default"].state_dict()[key], value)
+    state = model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in base_before.items())
+    assert any(not torch.equal(model.domain_adapter.state_dict()[k], first[k]) for k in first)
+    with pytest.raises(ValueError, match="reserved or already loaded"):
+        model.add_domain_adapter("default")
+
+
+def test_enable_disable_and_print_trainable_parameters(tiny_base_dir, capsys):
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
+        tiny_base_dir, adapter_config=DomainAdapterConfig(**ADAPTER, zero_init=False)).eval()
+    model.freeze_base_model()
+    _, processor = build_tiny_base()
+    batch = DataCollatorForQwen2AudioLDV(processor, mode="train")(
+        [{"audio": np.random.default_rng(0).standard_normal(9000).astype(np.float32) * 0.1, "text": "on"}])
+    batch.pop("labels")
+    with torch.no_grad():
+        adapted = model(**batch).logits
+        with model.disable_domain_adapter():
+            base = model(**batch).logits
+        model.disable_domain_adapters()
+        assert not model.domain_adapters_enabled
+        assert torch.equal(model(**batch).logits, base)
+        model.enable_domain_adapters()
+        assert torch.equal(model(**batch).logits, adapted)
+    assert not torch.equal(adapted, base)
+
+    model.print_trainable_parameters()
+    trainable, total = model.get_nb_trainable_parameters()
+    assert trainable == model.num_domain_adapter_parameters() and total == sum(p.numel() for p in model.parameters())
+    assert capsys.readouterr().out.strip() == (f"trainable params: {trainable:,d} || all params: {total:,d} || "
+                                               f"trainable%: {100 * trainable / total:.4f}")
+
+
+def test_attach_a_saved_adapter_to_a_loaded_base(tiny_base_dir, tmp_path):
+    from transformers import Qwen2AudioForConditionalGeneration
+
+    trained = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
+        tiny_base_dir, adapter_config=DomainAdapterConfig(**ADAPTER, zero_init=False))
+    trained.save_pretrained(tmp_path / "adapter")
+
+    base = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_base_dir).eval()
+    pointers = {n: p.data_ptr() for n, p in base.named_parameters()}
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_model(base, tmp_path / "adapter")
+    assert model is base  # converted in place: the base weights were not loaded or copied again
+    assert all(p.data_ptr() == pointers[n] for n, p in model.named_parameters() if n in pointers)
+    assert model.active_domain_adapter == "adapter"
+    assert not any(p.requires_grad for p in model.parameters())
+    for key, value in trained.domain_adapter.state_dict().items():
+        assert torch.equal(model.domain_adapter.state_dict()[key], value)
+
+    _, processor = build_tiny_base()
+    batch = DataCollatorForQwen2AudioLDV(processor, mode="train")(
+        [{"audio": np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.1, "text": "off"}])
+    batch.pop("labels")
+    reference = Qwen2AudioLDVForConditionalGeneration.from_pretrained(tmp_path / "adapter").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**batch).logits, reference(**batch).logits)
+
+    trainable = Qwen2AudioLDVForConditionalGeneration.from_base_model(
+        Qwen2AudioForConditionalGeneration.from_pretrained(tiny_base_dir), tmp_path / "adapter", is_trainable=True)
+    assert {n for n, p in trainable.named_parameters() if p.requires_grad} == {
+        f"domain_adapter.{k}" for k, _ in trainable.domain_adapter.named_parameters()}

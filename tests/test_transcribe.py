@@ -1,0 +1,235 @@
+"""Transcription of recordings of any length: window planning, stitching, the Python API and the CLI."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from modeling_qwen2audio_ldv import cli
+from modeling_qwen2audio_ldv.transcribe import (
+    find_audio_files,
+    plan_windows,
+    seam_overlap,
+    stitch,
+    to_srt,
+    transcribe,
+    window_samples,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+RATE = 16000
+
+
+def bursts(layout, seed=0):
+    """Noise bursts (amplitude 0.3) and faint background (1e-4) from ``[(kind, seconds), ...]``."""
+    rng = np.random.default_rng(seed)
+    parts = [(0.3 if kind == "speech" else 1e-4) * rng.standard_normal(int(seconds * RATE)) for kind, seconds in layout]
+    return np.concatenate(parts).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ planning
+def test_window_comes_from_the_processor(tiny_base):
+    _, processor = tiny_base
+    assert window_samples(processor) == processor.feature_extractor.n_samples == 2 * RATE  # the tiny base: 2 s
+
+
+def test_cuts_fall_in_the_pauses():
+    # speech 1.2 s, pause 0.5 s, speech 1.5 s, pause 0.4 s, speech 1.0 s with a 2 s window
+    audio = bursts([("speech", 1.2), ("pause", 0.5), ("speech", 1.5), ("pause", 0.4), ("speech", 1.0)])
+    windows = plan_windows(audio, 2 * RATE, int(0.1 * RATE))
+    assert len(windows) == 3
+    first_pause, second_pause = (1.2 * RATE, 1.7 * RATE), (3.2 * RATE, 3.6 * RATE)
+    assert first_pause[0] < windows[0].cut_after < first_pause[1]
+    assert second_pause[0] < windows[1].cut_after < second_pause[1]
+    for window in windows:
+        assert window.end - window.start <= 2 * RATE
+    assert windows[0].start == 0 and windows[-1].end == len(audio)
+
+
+def test_speech_without_pauses_is_cut_to_fit_with_the_overlap():
+    audio = bursts([("speech", 7.3)])
+    window, overlap = 2 * RATE, int(0.2 * RATE)
+    windows = plan_windows(audio, window, overlap)
+    assert len(windows) >= 4  # 7.3 s in windows of 2 s that share 0.2 s: at least 4
+    for previous, following in zip(windows, windows[1:]):
+        assert following.start - previous.start > 0
+        assert previous.end - following.start == overlap  # the shared audio, centred on the cut
+        assert previous.cut_after == following.cut_before
+    assert all(w.end - w.start <= window for w in windows)
+    assert windows[-1].end == len(audio)
+
+
+def test_a_recording_that_fits_is_one_window():
+    audio = bursts([("speech", 1.9)])
+    assert [(w.start, w.end) for w in plan_windows(audio, 2 * RATE, 1600)] == [(0, len(audio))]
+
+
+# ------------------------------------------------------------------------------------------------ stitching
+def test_stitch_removes_the_words_heard_twice_at_a_seam():
+    texts = ["the valve is open and", "open and the pressure is", "pressure is low"]
+    assert stitch(texts, [False, True, True]) == ["the valve is open and", "the pressure is", "low"]
+    assert seam_overlap("one two Three,".split(), "three four".split()) == 1  # case and punctuation ignored
+
+
+def test_stitch_keeps_repeats_across_a_silent_seam():
+    # a silent shared stretch cannot hold a word twice: "two two" was spoken twice
+    assert stitch(["one two", "two three"], [False, False]) == ["one two", "two three"]
+    assert stitch(["一二三", "三四五"], [False, True]) == ["一二三", "四五"]
+
+
+def test_srt_cues():
+    result = {"segments": [{"start": 0.5, "end": 2.25, "text": "one two"},
+                           {"start": 3661.0, "end": 3662.004, "text": "three"}]}
+    assert to_srt(result) == ("1\n00:00:00,500 --> 00:00:02,250\none two\n\n"
+                              "2\n01:01:01,000 --> 01:01:02,004\nthree\n")
+
+
+# ------------------------------------------------------------------------------------------------ Python API
+def test_transcribe_arrays_and_a_bad_path(tiny_base, tmp_path, monkeypatch):
+    import modeling_qwen2audio_ldv.evaluation as evaluation
+
+    model, processor = tiny_base
+    bad = tmp_path / "broken.wav"
+    bad.write_bytes(b"RIFF0000WAVEnot audio")
+    clips = [bursts([("speech", 0.8)], seed=1), str(bad), bursts([("speech", 4.5)], seed=2)]
+    batches = []
+    generate = evaluation.transcribe
+    monkeypatch.setattr(evaluation, "transcribe", lambda m, p, audios, *a, **k: batches.append(
+        [len(x) for x in audios]) or generate(m, p, audios, *a, **k))
+    results = transcribe(model, processor, clips, batch_size=3, max_new_tokens=3, on_error="skip", progress=False)
+    # the short clip and the first two windows of the long one share the first batch; every window fits
+    assert batches[0][0] == len(clips[0]) and len(batches[0]) == 3 and sum(map(len, batches)) >= 4
+    assert max(max(b) for b in batches) <= window_samples(processor)
+    assert [r["file"] for r in results] == [None, str(bad), None]
+    assert results[1]["text"] is None and str(bad) in results[1]["error"]
+    for result in (results[0], results[2]):
+        assert isinstance(result["text"], str) and "error" not in result
+        assert result["segments"]
+        times = [t for s in result["segments"] for t in (s["start"], s["end"])]
+        assert times == sorted(times) and times[0] >= 0 and times[-1] <= result["duration"]
+    with pytest.raises(Exception, match="broken.wav"):
+        transcribe(model, processor, [str(bad)], progress=False)
+
+
+def test_silence_is_not_transcribed(tiny_base):
+    model, processor = tiny_base
+    result = transcribe(model, processor, np.zeros(3 * RATE, dtype=np.float32), progress=False)
+    assert result == {"file": None, "text": "", "segments": [], "duration": 3.0}
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_cli_transcribes_a_folder_with_one_corrupt_file(tiny_base_dir, tmp_path, capsys):
+    folder = tmp_path / "recordings"
+    (folder / "day2").mkdir(parents=True)
+    sf.write(folder / "a.wav", bursts([("speech", 0.7)], seed=3), RATE)
+    stereo_44k = np.stack([bursts([("speech", 1.0)], seed=4)] * 2, axis=1)
+    sf.write(folder / "day2" / "b.flac", np.repeat(stereo_44k, 2, axis=0)[: int(1.0 * 32000)], 32000)
+    (folder / "day2" / "c.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    (folder / "metadata.csv").write_text("not audio\n")
+    output = tmp_path / "out.jsonl"
+    code = cli.main(["transcribe", str(folder), "--model", tiny_base_dir, "--output", str(output),
+                     "--batch-size", "2", "--max-new-tokens", "3"])
+    assert code == 1
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [Path(r["file"]).name for r in rows] == ["a.wav", "b.flac", "c.wav"]
+    assert rows[2]["error"] and "c.wav" in rows[2]["error"]
+    for row in rows[:2]:
+        assert set(row) >= {"file", "text", "segments"} and isinstance(row["text"], str) and "error" not in row
+    assert "c.wav" in capsys.readouterr().err
+
+
+def test_cli_srt_and_txt_with_an_adapter_and_without(tiny_base_dir, tmp_path):
+    from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration
+
+    adapter = tmp_path / "adapter"
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
+        tiny_base_dir, adapter_config=DomainAdapterConfig(num_heads=4, ff_dim=32))
+    model.save_pretrained(adapter)
+    clip = tmp_path / "long.wav"
+    sf.write(clip, bursts([("speech", 1.5), ("pause", 0.5), ("speech", 1.5)], seed=5), RATE)
+    assert cli.main(["transcribe", str(clip), "--model", str(adapter), "--output", str(tmp_path / "o.srt"),
+                     "--max-new-tokens", "3"]) == 0
+    assert (tmp_path / "o.srt").read_text().startswith("1\n00:00:0")
+    assert cli.main(["transcribe", str(clip), "--model", str(adapter), "--no-adapter", "--output",
+                     str(tmp_path / "o.txt"), "--max-new-tokens", "3"]) == 0
+    assert (tmp_path / "o.txt").read_text().endswith("\n")
+
+
+def test_find_audio_files(tmp_path):
+    (tmp_path / "x").mkdir()
+    for name in ("x/b.WAV", "a.mp3", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert [Path(p).name for p in find_audio_files([tmp_path])] == ["a.mp3", "b.WAV"]
+
+
+# ------------------------------------------------------------------------------------------------ mini base
+@pytest.mark.speech
+def test_long_recording_on_the_mini_base():
+    """Four spoken digit strings with pauses, in a recording longer than the mini base's window: one segment per
+    utterance, in time order, each over its own utterance, and the words of each, none twice."""
+    pytest.importorskip("espeakng_loader")
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    from modeling_qwen2audio_ldv.corpus import synthesize
+    from modeling_qwen2audio_ldv.scoring import compute_error_rates
+
+    processor = AutoProcessor.from_pretrained(REPO / "mini_base")
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(REPO / "mini_base").eval()
+    phrases = ["four nine eight", "six one two seven", "three three five", "nine zero one one", "two eight six"]
+    clips = {text: synthesize(text, voice="en-gb+klatt3") for text in phrases}
+    rng = np.random.default_rng(0)
+    texts, parts, spans, position = [], [], [], 0
+    while position < 2 * window_samples(processor) or len(texts) < len(phrases):  # several windows, any window
+        text = phrases[len(texts) % len(phrases)]
+        pause = np.zeros(int(0.5 * RATE), dtype=np.float32)
+        spans.append((position / RATE, (position + len(clips[text])) / RATE))
+        parts += [clips[text], pause]
+        position += len(clips[text]) + len(pause)
+        texts.append(text)
+    audio = np.concatenate(parts)
+    audio = (audio + 1e-3 * rng.standard_normal(len(audio))).astype(np.float32)
+
+    result = transcribe(model, processor, audio, progress=False)
+    segments = result["segments"]
+    assert len(segments) == len(texts)
+    for segment, (start, end) in zip(segments, spans):
+        assert start - 0.05 <= segment["start"] < segment["end"] <= end + 0.05
+    for previous, following in zip(segments, segments[1:]):
+        assert previous["end"] <= following["start"]
+    assert compute_error_rates([result["text"]], [" ".join(texts)])["cer"] < 0.1
+
+
+@pytest.mark.speech
+def test_forced_cuts_in_speech_are_stitched_without_repeats(monkeypatch):
+    """No pause is long enough to cut at, so every cut falls in speech and the windows share 0.4 s of it: the
+    words both windows heard appear once in the stitched text."""
+    pytest.importorskip("espeakng_loader")
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    import modeling_qwen2audio_ldv.transcribe as transcribe_module
+    from modeling_qwen2audio_ldv.corpus import synthesize
+    from modeling_qwen2audio_ldv.scoring import compute_error_rates
+
+    processor = AutoProcessor.from_pretrained(REPO / "mini_base")
+    model = Qwen2AudioForConditionalGeneration.from_pretrained(REPO / "mini_base").eval()
+    phrases = ["four nine eight", "six one two seven", "three five", "nine zero one"]
+    clips = {text: synthesize(text, voice="en-gb+klatt3") for text in phrases}
+    texts = []
+    while sum(len(clips[t]) for t in texts) < 1.5 * window_samples(processor) or len(texts) < len(phrases):
+        texts.append(phrases[len(texts) % len(phrases)])
+    audio = np.concatenate([clips[t] for t in texts]).astype(np.float32)
+    monkeypatch.setattr(transcribe_module, "MIN_PAUSE_SECONDS", 10.0)
+    result = transcribe(model, processor, audio, overlap_seconds=0.4, progress=False)
+    assert len(result["segments"]) >= 2
+    reference = " ".join(texts)
+    words = result["text"].split()
+    assert len(words) <= len(reference.split()) + 1
+    assert compute_error_rates([result["text"]], [reference])["cer"] < 0.25
+
+
+def test_unknown_audio_domain_is_a_usage_error(tiny_base_dir, tmp_path):
+    clip = tmp_path / "a.wav"
+    sf.write(clip, bursts([("speech", 0.5)]), RATE)
+    assert cli.main(["transcribe", str(clip), "--model", tiny_base_dir, "--audio-domain", "window"]) == 2
