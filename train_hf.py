@@ -130,21 +130,30 @@ def build_demo_data(data_args: DataArguments, seed: int):
     """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
     from modeling_qwen2audio_ldv.corpus import build_paired_corpus
 
+    from modeling_qwen2audio_ldv.simulator import get_condition
+
     conditions = [data_args.condition] + ([data_args.eval_condition] if data_args.eval_condition else [])
+    # the corpus's `condition` column holds the condition's name (a JSON condition's `name`, not its path)
+    names = [get_condition(c).name for c in conditions]
     corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
                                  conditions=conditions, kinds=tuple(data_args.text_kinds))
-    train = corpus["train"].filter(lambda c: c == data_args.condition, input_columns="condition")
-    test = corpus["test"]
+
+    def rows_of(split: str, name: str):
+        rows = corpus[split].filter(lambda c: c == name, input_columns="condition")
+        if len(corpus[split]) and not len(rows):
+            raise ValueError(f"demo corpus: no {split} rows for condition {name!r} (conditions in the corpus: "
+                             f"{sorted(set(corpus[split]['condition']))})")
+        return rows
+
+    train = rows_of("train", names[0])
+    test_rows = rows_of("test", names[0])
     eval_sets = {
-        "ldv": test.filter(lambda c: c == data_args.condition, input_columns="condition")
-        .select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"),
-        "mic": test.filter(lambda c: c == data_args.condition, input_columns="condition")
-        .select_columns(["mic_audio", "text"]).rename_column("mic_audio", "audio"),
+        "ldv": test_rows.select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"),
+        "mic": test_rows.select_columns(["mic_audio", "text"]).rename_column("mic_audio", "audio"),
     }
     if data_args.eval_condition:
-        eval_sets[f"ldv_{data_args.eval_condition}"] = (
-            test.filter(lambda c: c == data_args.eval_condition, input_columns="condition")
-            .select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"))
+        eval_sets[f"ldv_{names[1]}"] = (
+            rows_of("test", names[1]).select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"))
     return mix_mic_rows(train, "ldv_audio", "mic_audio", data_args.mic_fraction, seed), eval_sets, corpus
 
 
@@ -228,6 +237,10 @@ def main(argv: list[str] | None = None) -> dict:
     if data_args.feature_cache:
         cache_dir = data_args.cache_dir or os.path.join(training_args.output_dir, "feature_cache")
         columns = ("audio", "mic_audio") if distill else ("audio",)
+        # encode on the training device (GPU/MPS), not where from_pretrained left the model (the CPU); the Trainer
+        # would move it there anyway. A device_map-dispatched or quantised model stays where it is.
+        if not getattr(model, "hf_device_map", None) and not getattr(model, "is_quantized", False):
+            model.to(training_args.device)
         with training_args.main_process_first(desc="feature cache"):
             train = build_feature_cache(model, processor, train, audio_columns=columns, cache_dir=cache_dir)
         # the raw audio is not needed any more: leaving it would decode every clip again at every step
@@ -306,7 +319,10 @@ def write_demo_pictures(model, processor, corpus, data_args, output_dir: str) ->
     from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio
     from modeling_qwen2audio_ldv.plots import plot_gate_over_time, plot_mic_vs_ldv
 
-    row = corpus["test"].filter(lambda c: c == data_args.condition, input_columns="condition")[0]
+    from modeling_qwen2audio_ldv.simulator import get_condition
+
+    name = get_condition(data_args.condition).name
+    row = corpus["test"].filter(lambda c: c == name, input_columns="condition")[0]
     mic, ldv = (np.asarray(row[k]["array"], dtype=np.float32) for k in ("mic_audio", "ldv_audio"))
     plot_mic_vs_ldv(mic, ldv, 16000, os.path.join(output_dir, "mic_vs_ldv.png"), title=row["text"])
     if model.domain_adapter is None:

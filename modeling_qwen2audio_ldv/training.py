@@ -11,6 +11,7 @@ Objectives (``objective=``):
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -232,60 +233,164 @@ def _audio_array(value: Any) -> np.ndarray:
     return audio_to_array(value)
 
 
-def feature_cache_fingerprint(model, feature_extractor, dataset, audio_columns) -> str:
-    """A key over base model, feature extractor and every clip: any change gives another cache."""
+#: Values sampled (evenly strided) from every tower tensor for the cache key, on top of exact sums over all values.
+_FINGERPRINT_SAMPLES = 1024
+#: Rows per Arrow record batch while the cache is written (bounded memory, whatever the corpus size).
+_CACHE_WRITER_BATCH = 256
+_CACHE_FILE = "features.arrow"
+
+
+def _tensor_digest(tensor: torch.Tensor) -> bytes:
+    """A cheap, device-independent digest of one weight: dtype, shape, sums over every value and a strided sample.
+
+    Runs where the tensor lives (CUDA/MPS too) and moves only a few numbers to the CPU, so hashing the 32-layer
+    encoder costs one pass over its weights. The sums (float64, printed to 12 significant digits so that another
+    reduction order gives the same key) see a change of any single value; the sample sees permutations.
+    """
+    values = tensor.detach()
+    head = f"{values.dtype}{tuple(values.shape)}".encode()
+    if values.is_meta:  # an offloaded weight without its value here: only its shape and dtype can count
+        return head + b"meta"
+    flat = values.reshape(-1).to(torch.float64)
+    if flat.numel() == 0:
+        return head
+    ramp = torch.linspace(0.0, 1.0, flat.numel(), dtype=torch.float64, device=flat.device)
+    sums = torch.stack([flat.sum(), flat.abs().sum(), (flat * flat).sum(), (flat * ramp).sum()]).cpu().tolist()
+    step = max(1, flat.numel() // _FINGERPRINT_SAMPLES)
+    sample = flat[::step][:_FINGERPRINT_SAMPLES].to(torch.float32).cpu().numpy()
+    return head + ",".join(f"{v:.12e}" for v in sums).encode() + sample.tobytes()
+
+
+def feature_cache_fingerprint(model, feature_extractor, dataset, audio_columns, batch_size: int = 64) -> str:
+    """A key over the base model (every audio-tower weight), the feature extractor, the trim setting and every clip.
+
+    Any change of a tower weight, a feature-extractor setting or a clip's samples gives another cache. The clips are
+    read in batches of ``batch_size`` (the corpus is never decoded into memory at once).
+    """
     digest = hashlib.sha256()
     digest.update(str(model.config.base_model_name_or_path or model.config.name_or_path).encode())
     digest.update(json.dumps(model.config.audio_config.to_dict(), sort_keys=True, default=str).encode())
-    tower_state = model.model.audio_tower.state_dict()
-    for key in sorted(tower_state)[:4]:
-        digest.update(tower_state[key].float().flatten()[:64].numpy().tobytes())
+    digest.update(f"trim={bool(getattr(model.config, 'trim_audio_tower', True))}".encode())
+    for name, tensor in sorted(model.model.audio_tower.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(_tensor_digest(tensor))
     digest.update(feature_extractor.to_json_string().encode())
+    digest.update(f"rows={len(dataset)}".encode())
     for column in audio_columns:
-        for value in dataset[column]:
-            digest.update(_audio_array(value).tobytes())
+        digest.update(column.encode())
+        for batch in dataset.select_columns([column]).iter(batch_size=batch_size):
+            for value in batch[column]:
+                digest.update(_audio_array(value).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _load_cached_features(path: str):
+    import datasets
+
+    return datasets.Dataset.from_file(os.path.join(path, _CACHE_FILE))
+
+
+def _with_cached_features(dataset, features, audio_columns):
+    """``dataset`` plus the cached ``<column>_encoder`` columns, those read as numpy arrays (not Python lists)."""
+    import datasets
+
+    names = [f"{column}_encoder" for column in audio_columns]
+    clash = [name for name in names if name in dataset.column_names]
+    if clash:
+        dataset = dataset.remove_columns(clash)
+    if len(features) != len(dataset):
+        raise ValueError(f"feature cache has {len(features)} rows, the dataset {len(dataset)}")
+    if dataset._indices is not None:  # a filtered/selected dataset: align its rows with the cache's
+        dataset = dataset.flatten_indices()
+    result = datasets.concatenate_datasets([dataset, features.select_columns(names)], axis=1)
+    # float16 as stored (numpy format would otherwise widen to float32); the collator casts per batch
+    return result.with_format("numpy", columns=names, output_all_columns=True, dtype=np.float16)
+
+
+def _tower_device(tower) -> torch.device:
+    return next(tower.parameters()).device
 
 
 @torch.no_grad()
 def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cache_dir=None, batch_size=16,
-                        progress=True):
+                        progress=True, device=None):
     """Add the frozen tower's outputs for each audio column as ``<column>_encoder`` (float16, valid frames only).
 
-    Stored with ``datasets`` under ``cache_dir/<fingerprint>``; a later call with the same base model, feature
-    extractor and audio reuses it. Disk cost: ``frames * d_model * 2`` bytes per clip (25 encoder frames per
-    second: 3 s at d_model 1280 = 75 * 1280 * 2 = 192 KB; at the mini base's d_model 128, 19 KB).
+    The tower runs on ``device`` (default: where it is; ``train_hf.py`` moves the model to the training device
+    first, so a GPU encodes the corpus). The features are written to a memory-mapped Arrow file
+    ``cache_dir/<fingerprint>/features.arrow`` as they are computed (in record batches, so memory does not grow
+    with the corpus); a later call with the same tower weights, feature extractor and audio reuses it. Without
+    ``cache_dir`` a temporary file is used. The returned dataset reads the ``*_encoder`` columns in numpy format
+    (flat ``(frames * d_model,)`` float16 per clip; the collator reshapes them).
+
+    Disk cost: ``frames * d_model * 2`` bytes per clip (25 encoder frames per second: 3 s at d_model 1280 =
+    75 * 1280 * 2 = 192 KB; at the mini base's d_model 128, 19 KB).
     """
+    import shutil
+    import tempfile
+
     import datasets
+    from datasets.arrow_writer import ArrowWriter
     from tqdm.auto import tqdm
 
-    fingerprint = feature_cache_fingerprint(model, processor.feature_extractor, dataset, audio_columns)
-    path = os.path.join(cache_dir, fingerprint) if cache_dir else None
-    if path and os.path.isdir(path):
-        logger.info("feature cache hit: %s", path)
-        return datasets.load_from_disk(path)
+    audio_columns = tuple(audio_columns)
     tower = model.model.audio_tower
+    if device is not None and torch.device(device) != _tower_device(tower):
+        if getattr(tower, "_hf_hook", None) is not None or getattr(model, "hf_device_map", None):
+            raise ValueError("build_feature_cache(device=...) cannot move a model dispatched with device_map; "
+                             "leave device unset (the tower runs where device_map put it)")
+        home = _tower_device(tower)
+        tower.to(device)
+        try:
+            return build_feature_cache(model, processor, dataset, audio_columns, cache_dir, batch_size, progress)
+        finally:
+            tower.to(home)
+    fingerprint = feature_cache_fingerprint(model, processor.feature_extractor, dataset, audio_columns, batch_size)
+    if cache_dir:
+        path = os.path.join(cache_dir, fingerprint)
+        if os.path.isfile(os.path.join(path, _CACHE_FILE)):
+            logger.info("feature cache hit: %s", path)
+            return _with_cached_features(dataset, _load_cached_features(path), audio_columns)
+        os.makedirs(cache_dir, exist_ok=True)
+        partial = tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=cache_dir)
+    else:
+        path = partial = tempfile.mkdtemp(prefix="ldv-feature-cache-")
+    names = [f"{column}_encoder" for column in audio_columns]
+    features = datasets.Features({name: datasets.List(datasets.Value("float16")) for name in names})
+    device = _tower_device(tower)
     dtype = tower.conv1.weight.dtype
-    columns = {}
-    for column in audio_columns:
-        encoded = []
-        for start in tqdm(range(0, len(dataset), batch_size), desc=f"caching {column} features", disable=not progress):
-            rows = dataset[start : start + batch_size][column]
-            inputs = processor.feature_extractor([_audio_array(r) for r in rows], sampling_rate=16000,
-                                                 return_attention_mask=True, padding="max_length", return_tensors="pt")
-            hidden, lengths = encode_audio(tower, inputs["input_features"].to(tower.device, dtype),
-                                           inputs["attention_mask"].to(tower.device),
-                                           trim=model.config.trim_audio_tower)
-            for row, length in enumerate(lengths.tolist()):
-                encoded.append(hidden[row, :length].to(torch.float16).cpu().numpy().reshape(-1))
-        columns[f"{column}_encoder"] = encoded
-    result = dataset
-    for name, values in columns.items():  # flat (frames * d_model,) float16 per clip; reshaped when collated
-        result = result.add_column(name, values, feature=datasets.Sequence(datasets.Value("float16")))
-    if path:
-        result.save_to_disk(path)
-        result = datasets.load_from_disk(path)
-    return result
+    if not dtype.is_floating_point:  # a quantised conv: the compute dtype of the model
+        dtype = getattr(model, "dtype", torch.float32)
+    rows = dataset.select_columns(list(audio_columns))
+    try:
+        with ArrowWriter(features=features, path=os.path.join(partial, _CACHE_FILE),
+                         writer_batch_size=_CACHE_WRITER_BATCH) as writer:
+            batches = rows.iter(batch_size=batch_size)
+            for batch in tqdm(batches, total=math.ceil(len(rows) / batch_size), desc="caching tower features",
+                              disable=not progress):
+                encoded = {}
+                for column, name in zip(audio_columns, names):
+                    inputs = processor.feature_extractor([_audio_array(r) for r in batch[column]], sampling_rate=16000,
+                                                         return_attention_mask=True, padding="max_length",
+                                                         return_tensors="pt")
+                    hidden, lengths = encode_audio(tower, inputs["input_features"].to(device, dtype),
+                                                   inputs["attention_mask"].to(device),
+                                                   trim=model.config.trim_audio_tower)
+                    hidden = hidden.to(torch.float16).cpu().numpy()
+                    encoded[name] = [hidden[row, :length].reshape(-1) for row, length in enumerate(lengths.tolist())]
+                writer.write_batch(encoded)
+            writer.finalize()
+        if cache_dir:
+            try:
+                os.replace(partial, path)  # appears complete or not at all (another process may have won)
+            except OSError:
+                shutil.rmtree(partial, ignore_errors=True)
+                if not os.path.isfile(os.path.join(path, _CACHE_FILE)):
+                    raise
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return _with_cached_features(dataset, _load_cached_features(path), audio_columns)
 
 
 @dataclass
@@ -304,8 +409,14 @@ class CachedFeatureCollator:
     d_model: int = 0  # the audio encoder's width
 
     def _frames(self, flat) -> torch.Tensor:
-        """A cached clip: flat ``(frames * d_model,)`` float16 -> ``(frames, d_model)`` float32."""
-        return torch.as_tensor(np.asarray(flat, dtype=np.float32)).view(-1, self.d_model)
+        """A cached clip: flat ``(frames * d_model,)`` float16 -> ``(frames, d_model)`` float32.
+
+        ``build_feature_cache`` returns the columns in numpy format (one array per clip, no Python floats);
+        lists still work, only slower.
+        """
+        if isinstance(flat, torch.Tensor):
+            return flat.reshape(-1, self.d_model).float()
+        return torch.from_numpy(np.asarray(flat, dtype=np.float16)).reshape(-1, self.d_model).float()
 
     def __post_init__(self):
         from .preprocessing import DataCollatorForQwen2AudioLDV
