@@ -36,6 +36,29 @@ class ModelArguments:
     dtype: str = field(default="float32", metadata={"help": "base model dtype: float32, bfloat16, float16"})
     trim_audio_tower: bool = field(default=True, metadata={"help": "run the frozen tower on valid frames only"})
     attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager, flash_attention_2"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "4-bit NF4 base (bitsandbytes, CUDA); the adapter "
+                                                                "stays float32 and is the only trainable part"})
+    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base (bitsandbytes, CUDA)"})
+
+
+def quantization_kwargs(model_args: ModelArguments, device) -> dict:
+    """``from_pretrained`` arguments for a 4/8-bit bitsandbytes base on ``device`` (empty without quantisation).
+
+    The adapter is left out of quantisation by the model class (``_keep_in_fp32_modules``); the 4-bit base computes
+    in ``--dtype`` (bfloat16 in the recipe).
+    """
+    if model_args.load_in_4bit and model_args.load_in_8bit:
+        raise ValueError("--load_in_4bit and --load_in_8bit exclude each other")
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    if model_args.load_in_4bit:
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=getattr(torch, model_args.dtype))
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": config, "device_map": {"": str(device)}}
 
 
 @dataclass
@@ -196,6 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_kwargs = {"dtype": getattr(torch, model_args.dtype), "revision": model_args.base_model_revision}
     if model_args.attn_implementation:
         load_kwargs["attn_implementation"] = model_args.attn_implementation
+    load_kwargs.update(quantization_kwargs(model_args, training_args.device))
     model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(base, adapter_config=adapter_args.to_config(),
                                                                        **load_kwargs)
     model.config.trim_audio_tower = model_args.trim_audio_tower
@@ -269,8 +293,11 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     # 6. Evaluate: reload the saved adapter exactly as a user would, baseline vs adapted on each eval set.
-    model = AutoModelForSeq2SeqLM.from_pretrained(adapter_dir, trust_remote_code=True, dtype=load_kwargs["dtype"])
-    model.eval().to(training_args.device)
+    eval_kwargs = {k: v for k, v in load_kwargs.items() if k in ("dtype", "quantization_config", "device_map")}
+    model = AutoModelForSeq2SeqLM.from_pretrained(adapter_dir, trust_remote_code=True, **eval_kwargs)
+    model.eval()
+    if "device_map" not in eval_kwargs:
+        model.to(training_args.device)
     from modeling_qwen2audio_ldv.evaluation import evaluate_sets
     from modeling_qwen2audio_ldv.report import gap_recovered, plot_error_rates, plot_training_curves, write_results
 

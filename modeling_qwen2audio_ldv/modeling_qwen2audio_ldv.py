@@ -297,6 +297,17 @@ def build_domain_adapter(config: DomainAdapterConfig, input_dim: int) -> nn.Modu
     return _ADAPTER_CLASSES[config.adapter_type](config, input_dim)
 
 
+def execution_device(module: nn.Module) -> torch.device:
+    """Where ``module`` computes: the device of an accelerate hook (``device_map`` with offloading, whose weights
+    wait on the ``meta`` device until the hook loads them), else the device of its first weight."""
+    hook = getattr(module, "_hf_hook", None)
+    for candidate in (hook, *getattr(hook, "hooks", ())):
+        device = getattr(candidate, "execution_device", None)
+        if device is not None:
+            return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+    return next(module.parameters()).device
+
+
 def encode_audio(
     audio_tower: nn.Module,
     input_features: torch.Tensor,
@@ -309,7 +320,9 @@ def encode_audio(
     the stock attention mask. ``trim=True`` runs the same layers and weights on the batch's longest valid mel
     length plus two frames (so the two convolutions see the same neighbours as in the padded pass), with position
     embeddings and the mask built for that length. The stock mask removes padded frames from every query's keys,
-    so the valid frames' outputs are the same; the output then has fewer (padded) frames.
+    so the valid frames' outputs are the same; the output then has fewer (padded) frames. The trimmed pass calls
+    the tower's submodules (and reads the position table through its ``nn.Embedding``), so accelerate's hooks load
+    offloaded weights (``device_map`` with ``cpu``/``disk`` offload) as in a normal forward.
     """
     mel_lengths = feature_attention_mask.sum(-1)
     feat_lengths, output_lengths = audio_tower._get_feat_extract_output_lengths(mel_lengths)
@@ -328,10 +341,12 @@ def encode_audio(
         hidden = audio_tower(input_features, attention_mask=attention_mask).last_hidden_state
         return hidden, output_lengths
 
-    features = input_features[:, :, :used].to(dtype=audio_tower.conv1.weight.dtype, device=audio_tower.conv1.weight.device)
+    features = input_features[:, :, :used].to(dtype=audio_tower.conv1.weight.dtype,
+                                              device=execution_device(audio_tower.conv1))
     hidden = F.gelu(audio_tower.conv1(features))
     hidden = F.gelu(audio_tower.conv2(hidden)).permute(0, 2, 1)
-    hidden = hidden + audio_tower.embed_positions.weight[:conv_frames]
+    positions = torch.arange(conv_frames, device=execution_device(audio_tower.embed_positions))
+    hidden = hidden + audio_tower.embed_positions(positions).to(hidden.device)  # == weight[:conv_frames], hooked
     hidden = F.dropout(hidden, p=audio_tower.dropout, training=audio_tower.training)
     for layer in audio_tower.layers:
         if audio_tower.training and audio_tower.layerdrop > 0.0 and torch.rand([]) < audio_tower.layerdrop:
@@ -403,6 +418,12 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
 
     config_class = Qwen2AudioLDVConfig
     config: Qwen2AudioLDVConfig
+    # device_map: an adapter is never split over devices
+    _no_split_modules = [*Qwen2AudioForConditionalGeneration._no_split_modules, "TransformerDomainAdapter",
+                         "MLPDomainAdapter"]
+    # quantisation (bitsandbytes & co. skip these modules) and the adapter's float32 weights on a bf16/fp16 base
+    _keep_in_fp32_modules = ["domain_adapter", "domain_adapter_bank"]
+    _keep_in_fp32_modules_strict = ["domain_adapter", "domain_adapter_bank"]
     def __init__(self, config: Qwen2AudioLDVConfig):
         super().__init__(config)
         self._init_domain_adapter_state()
@@ -515,19 +536,27 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         )
         return output if return_dict else output.to_tuple()
 
+    def _projector_compute_dtype(self) -> torch.dtype:
+        """The dtype the projector computes in: its weight's, or under a quantised base (integer storage, e.g.
+        bitsandbytes) its ``compute_dtype`` or else the token embeddings' dtype."""
+        linear = self.model.multi_modal_projector.linear
+        if linear.weight.is_floating_point():
+            return linear.weight.dtype
+        compute = getattr(linear, "compute_dtype", None)
+        return compute if isinstance(compute, torch.dtype) else self.get_input_embeddings().weight.dtype
+
     def _merge_audio(
         self, input_ids, input_features, feature_attention_mask, audio_domain, encoder_outputs=None
     ) -> torch.Tensor:
         inputs_embeds = self.get_input_embeddings()(input_ids)
         if encoder_outputs is not None:  # precomputed (cached) tower outputs: the tower is frozen
             hidden, lengths = encoder_outputs
-            hidden = self.apply_domain_adapter(hidden.to(self.model.multi_modal_projector.linear.weight.dtype),
-                                               lengths, audio_domain)
+            hidden = self.apply_domain_adapter(hidden.to(self._projector_compute_dtype()), lengths, audio_domain)
             audio_features = self.model.multi_modal_projector(hidden)
         else:
             if feature_attention_mask is None:
                 raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
-            target_device = self.model.audio_tower.device
+            target_device = execution_device(self.model.audio_tower)
             features = self.get_audio_features(
                 input_features.to(target_device), feature_attention_mask.to(target_device), audio_domain,
                 return_dict=True,
@@ -616,8 +645,9 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
                                  "or audio_encoder_hidden_states + audio_encoder_lengths")
             tower = self.model.audio_tower
             with torch.no_grad():
-                hidden, lengths = encode_audio(tower, input_features.to(tower.device), feature_attention_mask.to(
-                    tower.device), trim=self.config.trim_audio_tower)
+                device = execution_device(tower)
+                hidden, lengths = encode_audio(tower, input_features.to(device), feature_attention_mask.to(device),
+                                               trim=self.config.trim_audio_tower)
         elif lengths is None:
             raise ValueError("audio_encoder_lengths is required with audio_encoder_hidden_states")
         adapted = self.apply_domain_adapter(hidden, lengths, audio_domain)
@@ -956,6 +986,10 @@ def add_domain_adapter_to_model(
     model.model.config = config
     reference = next(model.parameters())
     model.__class__ = Qwen2AudioLDVForConditionalGeneration
+    cls = Qwen2AudioLDVForConditionalGeneration
+    for name in ("_no_split_modules", "_keep_in_fp32_modules", "_keep_in_fp32_modules_strict"):
+        # post_init stored the stock class's sets on the instance: add this class's entries
+        setattr(model, name, set(getattr(model, name, None) or ()) | set(getattr(cls, name)))
     model._init_domain_adapter_state()
     if model.domain_adapter is not None:
         model.domain_adapter.to(device=reference.device)

@@ -29,6 +29,7 @@ from .modeling_qwen2audio_ldv import (
     Qwen2AudioLDVForConditionalGeneration,
     _load_adapter_state,
     encode_audio,
+    execution_device,
 )
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,9 @@ class DomainAdapterTrainer(Trainer):
         self.distill_weight = distill_weight
         self.distill_kind = distill_loss
         self.scale_learning_rate = scale_learning_rate
-        super().__init__(*args, **kwargs)
+        model = kwargs.get("model", args[0] if args else None)
+        with _quantized_base_with_adapter(model):
+            super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -197,6 +200,32 @@ class DomainAdapterTrainer(Trainer):
 
     def _load_best_model(self):
         load_adapter_checkpoint(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
+
+
+class _quantized_base_with_adapter:
+    """Let the Trainer accept a quantised (e.g. 4-bit bitsandbytes) base that carries a trainable domain adapter.
+
+    The Trainer refuses a "purely quantized" model unless a PEFT adapter is attached; the domain adapter plays that
+    role here (it is kept out of quantisation and is the only trainable part), so the check is told so while the
+    Trainer is built, and only when the quantisation method supports training and the adapter is trainable.
+    """
+
+    def __init__(self, model):
+        quantizer = getattr(model, "hf_quantizer", None)
+        self.model = model if (
+            getattr(model, "is_quantized", False) and quantizer is not None and getattr(quantizer, "is_trainable", False)
+            and not getattr(model, "_hf_peft_config_loaded", False)
+            and any(p.requires_grad for p in getattr(model, "domain_adapter_parameters", lambda: [])())
+        ) else None
+
+    def __enter__(self):
+        if self.model is not None:
+            self.model._hf_peft_config_loaded = True
+
+    def __exit__(self, *exc):
+        if self.model is not None:
+            self.model._hf_peft_config_loaded = False
+        return False
 
 
 def _valid_frames(batch) -> torch.Tensor:
@@ -308,7 +337,7 @@ def _with_cached_features(dataset, features, audio_columns):
 
 
 def _tower_device(tower) -> torch.device:
-    return next(tower.parameters()).device
+    return execution_device(tower)
 
 
 @torch.no_grad()
