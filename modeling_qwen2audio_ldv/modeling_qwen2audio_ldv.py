@@ -32,6 +32,7 @@ from torch import nn
 from transformers import AutoConfig, GenerationMixin, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioCausalLMOutputWithPast
 from transformers.utils import ModelOutput, cached_file
 from transformers.utils.deprecation import deprecate_kwarg
 
@@ -591,6 +592,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         audio_domain: list[str] | str | None = None,
         audio_encoder_hidden_states: torch.Tensor | None = None,
         audio_encoder_lengths: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ):
         r"""Same as [`Qwen2AudioForConditionalGeneration.forward`], with the adapter in the audio path.
@@ -600,6 +602,12 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         audio_encoder_hidden_states (`torch.Tensor` of shape `(num_audios, frames, d_model)`, *optional*):
             Precomputed outputs of the frozen audio tower (a feature cache), used instead of ``input_features``;
             requires ``audio_encoder_lengths`` ``(num_audios,)``, the valid frames of each.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*):
+            As in transformers' causal LMs: ``0`` (default) all positions, ``n`` the last ``n``, a 1-D tensor the
+            sequence indices to keep. Also a 2-D bool mask ``(batch, seq)``: the head runs on the selected positions
+            only and ``logits`` is ``(num_selected, vocab)`` (row-major order); with ``labels`` the loss is the mean
+            cross-entropy of each selected position against the next label. Training uses it to skip the
+            full-vocabulary head on the prompt and audio positions, which carry no labels.
 
         With audio and no ``input_ids``, returns a [`DomainAdapterOutput`] whose ``hidden_states`` are the adapted
         encoder features ``(num_audios, frames, d_model)`` (no projector, no language model).
@@ -617,6 +625,9 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
             inputs_embeds = self._merge_audio(input_ids, input_features, feature_attention_mask, audio_domain,
                                               encoder_outputs)
             input_ids = None
+        if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            return self._forward_selected_logits(input_ids, attention_mask, position_ids, cache, inputs_embeds, labels,
+                                                 use_cache, logits_to_keep, **kwargs)
         return super().forward(
             input_ids=input_ids if inputs_embeds is None else None,
             attention_mask=attention_mask,
@@ -627,6 +638,37 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
             use_cache=use_cache,
             **kwargs,
         )
+
+    def _forward_selected_logits(self, input_ids, attention_mask, position_ids, cache, inputs_embeds, labels,
+                                 use_cache, logits_to_keep, **kwargs):
+        """The language model, then the head on the kept positions only (see ``logits_to_keep`` in ``forward``)."""
+        return_dict = kwargs.pop("return_dict", None)
+        outputs = self.model(input_ids=input_ids if inputs_embeds is None else None, attention_mask=attention_mask,
+                             position_ids=position_ids, cache=cache, inputs_embeds=inputs_embeds,
+                             use_cache=use_cache, return_dict=True, **kwargs)
+        hidden = outputs.last_hidden_state
+        loss = None
+        if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dim() == 2:
+            if logits_to_keep.dtype != torch.bool or logits_to_keep.shape != hidden.shape[:2]:
+                raise ValueError(f"a 2-D logits_to_keep must be a bool mask of shape {tuple(hidden.shape[:2])}, got "
+                                 f"{logits_to_keep.dtype} {tuple(logits_to_keep.shape)}")
+            keep = logits_to_keep.to(hidden.device)
+            logits = self.lm_head(hidden[keep])
+            if labels is not None:
+                following = torch.full_like(labels, -100)
+                following[:, :-1] = labels[:, 1:]
+                targets = following.to(keep.device)[keep].to(logits.device)
+                loss = F.cross_entropy(logits.float(), targets, ignore_index=-100)
+        else:
+            index = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden[:, index, :])
+            if labels is not None:
+                raise ValueError("labels with an int or 1-D logits_to_keep: pass a 2-D bool mask (or no "
+                                 "logits_to_keep) to compute the loss")
+        result = Qwen2AudioCausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache,
+                                                  hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+                                                  attention_mask=outputs.attention_mask)
+        return result if return_dict is None or return_dict else result.to_tuple()
 
     def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None,
                                       **model_kwargs):

@@ -146,13 +146,17 @@ class DomainAdapterTrainer(Trainer):
         outputs = None
         if "lm" in self.objective.split("+"):
             labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            logits = outputs.logits[:, :-1].float()
-            targets = labels[:, 1:].to(logits.device)
-            token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                                         reduction="sum")
+            # the head (and its full-vocabulary float logits) only on positions whose next token is supervised: the
+            # prompt and the audio run carry no labels
+            supervised = labels[:, 1:] != -100
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = supervised
+            outputs = model(**inputs, logits_to_keep=keep)
+            logits = outputs.logits.float()  # (supervised tokens, vocab), row-major like labels[:, 1:][supervised]
+            targets = labels[:, 1:][supervised].to(logits.device)
+            token_loss = F.cross_entropy(logits, targets, reduction="sum")
             if num_items_in_batch is None or not self.model.training:
-                loss = token_loss / (targets != -100).sum().clamp_min(1)
+                loss = token_loss / max(targets.numel(), 1)
             else:
                 loss = token_loss / num_items_in_batch * process_scale
         if "distill" in self.objective:

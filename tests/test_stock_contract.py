@@ -162,3 +162,35 @@ def test_freeze_base_model_with_integer_weights(model):
         torch.zeros_like(model.domain_adapter.output_projection.weight, dtype=torch.int8), requires_grad=False)
     with pytest.raises(ValueError, match="must stay out of quantisation"):
         model.freeze_base_model()
+
+
+def test_training_loss_runs_the_head_on_supervised_positions_only(model, tiny_base, tmp_path):
+    from transformers import TrainingArguments
+
+    from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
+    from modeling_qwen2audio_ldv.training import DomainAdapterTrainer
+
+    _, processor = tiny_base
+    from conftest import noise_clips
+
+    rows = [{"audio": {"array": clip, "sampling_rate": 16000}, "text": text}
+            for clip, text in zip(noise_clips([16000, 9000]), ["one two three", "four"])]
+    batch = DataCollatorForQwen2AudioLDV(processor=processor, mode="train")(rows)
+    batch = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+    supervised = int((batch["labels"][:, 1:] != -100).sum())
+    with torch.no_grad():  # reference: full logits, mean cross-entropy over the supervised next tokens
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1]
+        expected = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                     batch["labels"][:, 1:].reshape(-1), ignore_index=-100)
+    rows_seen = []
+    handle = model.lm_head.register_forward_hook(lambda m, args, out: rows_seen.append(args[0].shape))
+    trainer = DomainAdapterTrainer(model=model, args=TrainingArguments(str(tmp_path), report_to=[], use_cpu=True),
+                                   objective="lm")
+    try:
+        with torch.no_grad():
+            loss = trainer.compute_loss(model, dict(batch))
+    finally:
+        handle.remove()
+    assert rows_seen == [torch.Size([supervised, model.config.text_config.hidden_size])]
+    assert supervised < batch["labels"].numel() // 4  # the prompt and audio positions are most of the sequence
+    assert torch.allclose(loss, expected, atol=1e-5)
