@@ -195,3 +195,18 @@ def test_an_interrupted_build_leaves_no_cache_behind(model_and_processor, tmp_pa
     monkeypatch.setattr(training, "encode_audio", real)
     cached = build_feature_cache(model, processor, _dataset(), cache_dir=str(tmp_path), batch_size=2, progress=False)
     assert len(cached) == 4 and len(list(tmp_path.iterdir())) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int8])
+def test_tensor_digest_sees_every_value_not_only_the_sample(dtype):
+    torch.manual_seed(0)
+    weight = (torch.randn(10_000) * 20).to(dtype)  # 10 000 values: the sample takes every 9th
+    reference = _tensor_digest(weight)
+    changed = weight.clone()
+    changed[1] = changed[1] + 1  # off the sample
+    assert _tensor_digest(changed) != reference
+    swapped = weight.clone()
+    swapped[[1, 2]] = weight[[2, 1]]  # two off-sample values trade places: the plain sum is unchanged
+    assert not torch.equal(swapped, weight)
+    assert _tensor_digest(swapped) != reference
+    assert _tensor_digest(weight.clone()) == reference
