@@ -266,9 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
         if not getattr(model, "hf_device_map", None) and not getattr(model, "is_quantized", False):
             model.to(training_args.device)
         with training_args.main_process_first(desc="feature cache"):
-            train = build_feature_cache(model, processor, train, audio_columns=columns, cache_dir=cache_dir)
-        # the raw audio is not needed any more: leaving it would decode every clip again at every step
-        train = train.remove_columns([c for c in ("audio", "mic_audio") if c in train.column_names])
+            # the raw audio is not needed any more: leaving it would decode every clip again at every step
+            train = build_feature_cache(model, processor, train, audio_columns=columns, cache_dir=cache_dir,
+                                        drop_columns=("audio", "mic_audio"))
         collator = CachedFeatureCollator(processor, instruction, mic_feature_key="mic_audio_encoder" if distill else None,
                                          d_model=model.config.audio_config.d_model)
     else:

@@ -340,18 +340,19 @@ def _load_cached_features(path: str):
     return datasets.Dataset.from_file(os.path.join(path, _CACHE_FILE))
 
 
-def _with_cached_features(dataset, features, audio_columns):
-    """``dataset`` plus the cached ``<column>_encoder`` columns, those read as numpy arrays (not Python lists)."""
+def _with_cached_features(dataset, features, audio_columns, drop_columns=()):
+    """``dataset`` (less ``drop_columns``) plus the cached ``<column>_encoder`` columns, read as numpy arrays."""
     import datasets
 
     names = [f"{column}_encoder" for column in audio_columns]
     clash = [name for name in names if name in dataset.column_names]
+    clash += [name for name in drop_columns if name in dataset.column_names and name not in clash]
     if clash:
         dataset = dataset.remove_columns(clash)
     if len(features) != len(dataset):
         raise ValueError(f"feature cache has {len(features)} rows, the dataset {len(dataset)}")
-    if dataset._indices is not None:  # a filtered/selected dataset: align its rows with the cache's
-        dataset = dataset.flatten_indices()
+    if dataset._indices is not None:  # a filtered/selected dataset: align its rows with the cache's (this copies
+        dataset = dataset.flatten_indices()  # the remaining columns: drop the audio first with `drop_columns`)
     result = datasets.concatenate_datasets([dataset, features.select_columns(names)], axis=1)
     # float16 as stored (numpy format would otherwise widen to float32); the collator casts per batch
     return result.with_format("numpy", columns=names, output_all_columns=True, dtype=np.float16)
@@ -363,7 +364,7 @@ def _tower_device(tower) -> torch.device:
 
 @torch.no_grad()
 def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cache_dir=None, batch_size=16,
-                        progress=True, device=None):
+                        progress=True, device=None, drop_columns=()):
     """Add the frozen tower's outputs for each audio column as ``<column>_encoder`` (float16, valid frames only).
 
     The tower runs on ``device`` (default: where it is; ``train_hf.py`` moves the model to the training device
@@ -371,7 +372,8 @@ def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cac
     ``cache_dir/<fingerprint>/features.arrow`` as they are computed (in record batches, so memory does not grow
     with the corpus); a later call with the same tower weights, feature extractor and audio reuses it. Without
     ``cache_dir`` a temporary file is used. The returned dataset reads the ``*_encoder`` columns in numpy format
-    (flat ``(frames * d_model,)`` float16 per clip; the collator reshapes them).
+    (flat ``(frames * d_model,)`` float16 per clip; the collator reshapes them). ``drop_columns`` (e.g. the audio
+    columns, once encoded) are left out of the returned dataset.
 
     Disk cost: ``frames * d_model * 2`` bytes per clip (25 encoder frames per second: 3 s at d_model 1280 =
     75 * 1280 * 2 = 192 KB; at the mini base's d_model 128, 19 KB).
@@ -392,7 +394,8 @@ def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cac
         home = _tower_device(tower)
         tower.to(device)
         try:
-            return build_feature_cache(model, processor, dataset, audio_columns, cache_dir, batch_size, progress)
+            return build_feature_cache(model, processor, dataset, audio_columns, cache_dir, batch_size, progress,
+                                       drop_columns=drop_columns)
         finally:
             tower.to(home)
     fingerprint = feature_cache_fingerprint(model, processor.feature_extractor, dataset, audio_columns, batch_size)
@@ -400,7 +403,7 @@ def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cac
         path = os.path.join(cache_dir, fingerprint)
         if os.path.isfile(os.path.join(path, _CACHE_FILE)):
             logger.info("feature cache hit: %s", path)
-            return _with_cached_features(dataset, _load_cached_features(path), audio_columns)
+            return _with_cached_features(dataset, _load_cached_features(path), audio_columns, drop_columns)
         os.makedirs(cache_dir, exist_ok=True)
         partial = tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=cache_dir)
     else:
@@ -440,7 +443,7 @@ def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cac
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return _with_cached_features(dataset, _load_cached_features(path), audio_columns)
+    return _with_cached_features(dataset, _load_cached_features(path), audio_columns, drop_columns)
 
 
 @dataclass

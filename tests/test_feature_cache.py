@@ -144,9 +144,14 @@ def test_cached_features_equal_the_tower_and_are_read_as_numpy(model_and_process
     # with other clips the trimmed pass runs over another length: equal up to float16 storage
     assert row["audio_encoder"].shape == expected.shape
     assert np.allclose(row["audio_encoder"], expected, atol=4e-3)
-    # the format survives the column removal train_hf.py does, and the collator reads it
+    # the format survives a column removal, and the collator reads it
     trimmed = cached.remove_columns(["audio"])
     assert isinstance(trimmed[0]["audio_encoder"], np.ndarray)
+    # as train_hf.py asks: the audio left out (not copied when the filtered rows are aligned), features as before
+    dropped = build_feature_cache(model, processor, data, cache_dir=str(tmp_path), progress=False,
+                                  drop_columns=("audio",))
+    assert dropped.column_names == ["text", "audio_encoder"]
+    assert np.array_equal(dropped[1]["audio_encoder"], row["audio_encoder"])
     batch = CachedFeatureCollator(processor, "Transcribe the audio.", d_model=16)([trimmed[i] for i in range(3)])
     assert batch["audio_encoder_hidden_states"].dtype == torch.float32
     assert torch.equal(batch["audio_encoder_hidden_states"][1, : int(lengths[0])].reshape(-1),
