@@ -846,7 +846,8 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
             if kwargs.get("is_main_process", True):
                 self._write_code_and_config(save_directory, config)
                 # adapter_type "none" writes an empty file: it still marks the folder as adapter-only (base + nothing)
-                state = {} if module is None else {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+                state = {} if module is None else {
+                    k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
                 save_file(state, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
             return None
         if adapter_name != self.active_domain_adapter:

@@ -218,7 +218,8 @@ class _quantized_base_with_adapter:
     def __init__(self, model):
         quantizer = getattr(model, "hf_quantizer", None)
         self.model = model if (
-            getattr(model, "is_quantized", False) and quantizer is not None and getattr(quantizer, "is_trainable", False)
+            getattr(model, "is_quantized", False) and quantizer is not None
+            and getattr(quantizer, "is_trainable", False)
             and not getattr(model, "_hf_peft_config_loaded", False)
             and any(p.requires_grad for p in getattr(model, "domain_adapter_parameters", lambda: [])())
         ) else None
