@@ -36,6 +36,29 @@ class ModelArguments:
     dtype: str = field(default="float32", metadata={"help": "base model dtype: float32, bfloat16, float16"})
     trim_audio_tower: bool = field(default=True, metadata={"help": "run the frozen tower on valid frames only"})
     attn_implementation: str | None = field(default=None, metadata={"help": "sdpa, eager, flash_attention_2"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "4-bit NF4 base (bitsandbytes, CUDA); the adapter "
+                                                                "stays float32 and is the only trainable part"})
+    load_in_8bit: bool = field(default=False, metadata={"help": "8-bit base (bitsandbytes, CUDA)"})
+
+
+def quantization_kwargs(model_args: ModelArguments, device) -> dict:
+    """``from_pretrained`` arguments for a 4/8-bit bitsandbytes base on ``device`` (empty without quantisation).
+
+    The adapter is left out of quantisation by the model class (``_keep_in_fp32_modules``); the 4-bit base computes
+    in ``--dtype`` (bfloat16 in the recipe).
+    """
+    if model_args.load_in_4bit and model_args.load_in_8bit:
+        raise ValueError("--load_in_4bit and --load_in_8bit exclude each other")
+    if not (model_args.load_in_4bit or model_args.load_in_8bit):
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    if model_args.load_in_4bit:
+        config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                    bnb_4bit_compute_dtype=getattr(torch, model_args.dtype))
+    else:
+        config = BitsAndBytesConfig(load_in_8bit=True)
+    return {"quantization_config": config, "device_map": {"": str(device)}}
 
 
 @dataclass
@@ -131,21 +154,30 @@ def build_demo_data(data_args: DataArguments, seed: int):
     """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
     from modeling_qwen2audio_ldv.corpus import build_paired_corpus
 
+    from modeling_qwen2audio_ldv.simulator import get_condition
+
     conditions = [data_args.condition] + ([data_args.eval_condition] if data_args.eval_condition else [])
+    # the corpus's `condition` column holds the condition's name (a JSON condition's `name`, not its path)
+    names = [get_condition(c).name for c in conditions]
     corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
                                  conditions=conditions, kinds=tuple(data_args.text_kinds))
-    train = corpus["train"].filter(lambda c: c == data_args.condition, input_columns="condition")
-    test = corpus["test"]
+
+    def rows_of(split: str, name: str):
+        rows = corpus[split].filter(lambda c: c == name, input_columns="condition")
+        if len(corpus[split]) and not len(rows):
+            raise ValueError(f"demo corpus: no {split} rows for condition {name!r} (conditions in the corpus: "
+                             f"{sorted(set(corpus[split]['condition']))})")
+        return rows
+
+    train = rows_of("train", names[0])
+    test_rows = rows_of("test", names[0])
     eval_sets = {
-        "ldv": test.filter(lambda c: c == data_args.condition, input_columns="condition")
-        .select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"),
-        "mic": test.filter(lambda c: c == data_args.condition, input_columns="condition")
-        .select_columns(["mic_audio", "text"]).rename_column("mic_audio", "audio"),
+        "ldv": test_rows.select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"),
+        "mic": test_rows.select_columns(["mic_audio", "text"]).rename_column("mic_audio", "audio"),
     }
     if data_args.eval_condition:
-        eval_sets[f"ldv_{data_args.eval_condition}"] = (
-            test.filter(lambda c: c == data_args.eval_condition, input_columns="condition")
-            .select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"))
+        eval_sets[f"ldv_{names[1]}"] = (
+            rows_of("test", names[1]).select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"))
     return mix_mic_rows(train, "ldv_audio", "mic_audio", data_args.mic_fraction, seed), eval_sets, corpus
 
 
@@ -221,6 +253,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_kwargs = {"dtype": getattr(torch, model_args.dtype), "revision": model_args.base_model_revision}
     if model_args.attn_implementation:
         load_kwargs["attn_implementation"] = model_args.attn_implementation
+    load_kwargs.update(quantization_kwargs(model_args, training_args.device))
     model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(base, adapter_config=adapter_args.to_config(),
                                                                        **load_kwargs)
     model.config.trim_audio_tower = model_args.trim_audio_tower
@@ -265,10 +298,14 @@ def main(argv: list[str] | None = None) -> dict:
     if data_args.feature_cache:
         cache_dir = data_args.cache_dir or os.path.join(training_args.output_dir, "feature_cache")
         columns = ("audio", "mic_audio") if distill else ("audio",)
+        # encode on the training device (GPU/MPS), not where from_pretrained left the model (the CPU); the Trainer
+        # would move it there anyway. A device_map-dispatched or quantised model stays where it is.
+        if not getattr(model, "hf_device_map", None) and not getattr(model, "is_quantized", False):
+            model.to(training_args.device)
         with training_args.main_process_first(desc="feature cache"):
-            train = build_feature_cache(model, processor, train, audio_columns=columns, cache_dir=cache_dir)
-        # the raw audio is not needed any more: leaving it would decode every clip again at every step
-        train = train.remove_columns([c for c in ("audio", "mic_audio") if c in train.column_names])
+            # the raw audio is not needed any more: leaving it would decode every clip again at every step
+            train = build_feature_cache(model, processor, train, audio_columns=columns, cache_dir=cache_dir,
+                                        drop_columns=("audio", "mic_audio"))
         collator = CachedFeatureCollator(processor, instruction, mic_feature_key="mic_audio_encoder" if distill else None,
                                          d_model=model.config.audio_config.d_model)
     else:
@@ -293,8 +330,11 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     # 6. Evaluate: reload the saved adapter exactly as a user would, baseline vs adapted on each eval set.
-    model = AutoModelForSeq2SeqLM.from_pretrained(adapter_dir, trust_remote_code=True, dtype=load_kwargs["dtype"])
-    model.eval().to(training_args.device)
+    eval_kwargs = {k: v for k, v in load_kwargs.items() if k in ("dtype", "quantization_config", "device_map")}
+    model = AutoModelForSeq2SeqLM.from_pretrained(adapter_dir, trust_remote_code=True, **eval_kwargs)
+    model.eval()
+    if "device_map" not in eval_kwargs:
+        model.to(training_args.device)
     from modeling_qwen2audio_ldv.evaluation import evaluate_sets
     from modeling_qwen2audio_ldv.report import gap_recovered, plot_error_rates, plot_training_curves, write_results
 
@@ -343,7 +383,10 @@ def write_demo_pictures(model, processor, corpus, data_args, output_dir: str) ->
     from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio
     from modeling_qwen2audio_ldv.plots import plot_gate_over_time, plot_mic_vs_ldv
 
-    row = corpus["test"].filter(lambda c: c == data_args.condition, input_columns="condition")[0]
+    from modeling_qwen2audio_ldv.simulator import get_condition
+
+    name = get_condition(data_args.condition).name
+    row = corpus["test"].filter(lambda c: c == name, input_columns="condition")[0]
     mic, ldv = (np.asarray(row[k]["array"], dtype=np.float32) for k in ("mic_audio", "ldv_audio"))
     plot_mic_vs_ldv(mic, ldv, 16000, os.path.join(output_dir, "mic_vs_ldv.png"), title=row["text"])
     if model.domain_adapter is None:

@@ -29,9 +29,12 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
+from transformers import AutoConfig, GenerationMixin, Qwen2AudioConfig, Qwen2AudioForConditionalGeneration
 from transformers.masking_utils import create_bidirectional_mask
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioCausalLMOutputWithPast
 from transformers.utils import ModelOutput, cached_file
+from transformers.utils.deprecation import deprecate_kwarg
 
 from .configuration_qwen2audio_ldv import ADAPTER_PRESETS, DomainAdapterConfig, Qwen2AudioLDVConfig
 
@@ -75,6 +78,22 @@ class DomainAdapterOutput(ModelOutput):
     hidden_states: torch.Tensor | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     gate: torch.Tensor | None = None
+
+
+@dataclass
+class Qwen2AudioLDVAudioFeaturesOutput(BaseModelOutputWithPooling):
+    """Output of [`Qwen2AudioLDVForConditionalGeneration.get_audio_features`] (the transformers 5 audio-features
+    contract: a ``BaseModelOutputWithPooling``, a tuple with ``return_dict=False``).
+
+    Args:
+        last_hidden_state: adapted encoder features ``(num_audios, frames, d_model)`` (the projector's input).
+        pooler_output: projected features ``(num_audios, frames, text_hidden)``, the embeddings that replace the
+            ``<|AUDIO|>`` tokens (valid frames first).
+        hidden_states, attentions: the audio tower's, when ``output_hidden_states`` / ``output_attentions``.
+        audio_output_lengths: valid frames per audio ``(num_audios,)``.
+    """
+
+    audio_output_lengths: torch.LongTensor | None = None
 
 
 def _sinusoidal_positions(length: int, dim: int, device, dtype) -> torch.Tensor:
@@ -279,6 +298,17 @@ def build_domain_adapter(config: DomainAdapterConfig, input_dim: int) -> nn.Modu
     return _ADAPTER_CLASSES[config.adapter_type](config, input_dim)
 
 
+def execution_device(module: nn.Module) -> torch.device:
+    """Where ``module`` computes: the device of an accelerate hook (``device_map`` with offloading, whose weights
+    wait on the ``meta`` device until the hook loads them), else the device of its first weight."""
+    hook = getattr(module, "_hf_hook", None)
+    for candidate in (hook, *getattr(hook, "hooks", ())):
+        device = getattr(candidate, "execution_device", None)
+        if device is not None:
+            return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+    return next(module.parameters()).device
+
+
 def encode_audio(
     audio_tower: nn.Module,
     input_features: torch.Tensor,
@@ -291,7 +321,9 @@ def encode_audio(
     the stock attention mask. ``trim=True`` runs the same layers and weights on the batch's longest valid mel
     length plus two frames (so the two convolutions see the same neighbours as in the padded pass), with position
     embeddings and the mask built for that length. The stock mask removes padded frames from every query's keys,
-    so the valid frames' outputs are the same; the output then has fewer (padded) frames.
+    so the valid frames' outputs are the same; the output then has fewer (padded) frames. The trimmed pass calls
+    the tower's submodules (and reads the position table through its ``nn.Embedding``), so accelerate's hooks load
+    offloaded weights (``device_map`` with ``cpu``/``disk`` offload) as in a normal forward.
     """
     mel_lengths = feature_attention_mask.sum(-1)
     feat_lengths, output_lengths = audio_tower._get_feat_extract_output_lengths(mel_lengths)
@@ -310,10 +342,12 @@ def encode_audio(
         hidden = audio_tower(input_features, attention_mask=attention_mask).last_hidden_state
         return hidden, output_lengths
 
-    features = input_features[:, :, :used].to(dtype=audio_tower.conv1.weight.dtype, device=audio_tower.conv1.weight.device)
+    features = input_features[:, :, :used].to(dtype=audio_tower.conv1.weight.dtype,
+                                              device=execution_device(audio_tower.conv1))
     hidden = F.gelu(audio_tower.conv1(features))
     hidden = F.gelu(audio_tower.conv2(hidden)).permute(0, 2, 1)
-    hidden = hidden + audio_tower.embed_positions.weight[:conv_frames]
+    positions = torch.arange(conv_frames, device=execution_device(audio_tower.embed_positions))
+    hidden = hidden + audio_tower.embed_positions(positions).to(hidden.device)  # == weight[:conv_frames], hooked
     hidden = F.dropout(hidden, p=audio_tower.dropout, training=audio_tower.training)
     for layer in audio_tower.layers:
         if audio_tower.training and audio_tower.layerdrop > 0.0 and torch.rand([]) < audio_tower.layerdrop:
@@ -428,7 +462,7 @@ def convert_pt_to_safetensors(path: str | os.PathLike, output: str | os.PathLike
     return output
 
 
-class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
+class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, GenerationMixin):
     """Qwen2-Audio with a domain adapter between ``audio_tower`` and ``multi_modal_projector``.
 
     Extra ``forward``/``generate`` argument ``audio_domain`` (list of str, one per audio): ``"ldv"`` (default)
@@ -437,6 +471,12 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
 
     config_class = Qwen2AudioLDVConfig
     config: Qwen2AudioLDVConfig
+    # device_map: an adapter is never split over devices
+    _no_split_modules = [*Qwen2AudioForConditionalGeneration._no_split_modules, "TransformerDomainAdapter",
+                         "MLPDomainAdapter"]
+    # quantisation (bitsandbytes & co. skip these modules) and the adapter's float32 weights on a bf16/fp16 base
+    _keep_in_fp32_modules = ["domain_adapter", "domain_adapter_bank"]
+    _keep_in_fp32_modules_strict = ["domain_adapter", "domain_adapter_bank"]
     def __init__(self, config: Qwen2AudioLDVConfig):
         super().__init__(config)
         self._init_domain_adapter_state()
@@ -506,14 +546,57 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         input_features: torch.Tensor,
         feature_attention_mask: torch.Tensor,
         audio_domain: list[str] | str | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tower -> adapter -> projector. Returns ``(num_audios, frames, text_hidden)`` and valid lengths."""
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> Qwen2AudioLDVAudioFeaturesOutput | tuple:
+        """Tower -> adapter -> projector, as a [`Qwen2AudioLDVAudioFeaturesOutput`] (``pooler_output``: the projected
+        ``(num_audios, frames, text_hidden)`` features; ``audio_output_lengths``: valid frames per audio).
+
+        With ``output_hidden_states`` / ``output_attentions`` the tower runs its stock (padded) forward, which
+        records them; otherwise it runs on the valid frames only when ``config.trim_audio_tower``.
+        """
         audio_model = self.model
-        hidden, lengths = encode_audio(
-            audio_model.audio_tower, input_features, feature_attention_mask, trim=self.config.trim_audio_tower
-        )
+        tower = audio_model.audio_tower
+        if feature_attention_mask is None:
+            raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        record = bool(output_hidden_states) or bool(output_attentions)
+        tower_outputs = None
+        if record:
+            _, lengths = tower._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
+            frames = input_features.shape[-1] // 2
+            frame_mask = torch.arange(frames, device=lengths.device)[None, :] < (
+                (feature_attention_mask.sum(-1) - 1) // 2 + 1)[:, None]
+            dummy = torch.zeros((input_features.shape[0], frames, 1), dtype=tower.conv1.weight.dtype,
+                                device=input_features.device)
+            mask = create_bidirectional_mask(config=tower.config, inputs_embeds=dummy,
+                                             attention_mask=frame_mask.long())
+            tower_outputs = tower(input_features, attention_mask=mask, output_hidden_states=output_hidden_states,
+                                  output_attentions=output_attentions, return_dict=True)
+            hidden = tower_outputs.last_hidden_state
+        else:
+            hidden, lengths = encode_audio(tower, input_features, feature_attention_mask,
+                                           trim=self.config.trim_audio_tower)
         hidden = self.apply_domain_adapter(hidden, lengths, audio_domain)
-        return audio_model.multi_modal_projector(hidden), lengths
+        output = Qwen2AudioLDVAudioFeaturesOutput(
+            last_hidden_state=hidden,
+            pooler_output=audio_model.multi_modal_projector(hidden),
+            hidden_states=tower_outputs.hidden_states if tower_outputs is not None else None,
+            attentions=tower_outputs.attentions if tower_outputs is not None else None,
+            audio_output_lengths=lengths,
+        )
+        return output if return_dict else output.to_tuple()
+
+    def _projector_compute_dtype(self) -> torch.dtype:
+        """The dtype the projector computes in: its weight's, or under a quantised base (integer storage, e.g.
+        bitsandbytes) its ``compute_dtype`` or else the token embeddings' dtype."""
+        linear = self.model.multi_modal_projector.linear
+        if linear.weight.is_floating_point():
+            return linear.weight.dtype
+        compute = getattr(linear, "compute_dtype", None)
+        return compute if isinstance(compute, torch.dtype) else self.get_input_embeddings().weight.dtype
 
     def _merge_audio(
         self, input_ids, input_features, feature_attention_mask, audio_domain, encoder_outputs=None
@@ -521,16 +604,17 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         inputs_embeds = self.get_input_embeddings()(input_ids)
         if encoder_outputs is not None:  # precomputed (cached) tower outputs: the tower is frozen
             hidden, lengths = encoder_outputs
-            hidden = self.apply_domain_adapter(hidden.to(self.model.multi_modal_projector.linear.weight.dtype),
-                                               lengths, audio_domain)
+            hidden = self.apply_domain_adapter(hidden.to(self._projector_compute_dtype()), lengths, audio_domain)
             audio_features = self.model.multi_modal_projector(hidden)
         else:
             if feature_attention_mask is None:
                 raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
-            target_device = self.model.audio_tower.device
-            audio_features, lengths = self.get_audio_features(
-                input_features.to(target_device), feature_attention_mask.to(target_device), audio_domain
+            target_device = execution_device(self.model.audio_tower)
+            features = self.get_audio_features(
+                input_features.to(target_device), feature_attention_mask.to(target_device), audio_domain,
+                return_dict=True,
             )
+            audio_features, lengths = features.pooler_output, features.audio_output_lengths
         valid = torch.arange(audio_features.shape[1], device=audio_features.device)[None, :] < lengths.to(
             audio_features.device)[:, None]
         audio_features = audio_features[valid]
@@ -545,6 +629,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         audio_features = audio_features.to(inputs_embeds.device, inputs_embeds.dtype)
         return inputs_embeds.masked_scatter(audio_token_mask.unsqueeze(-1).to(inputs_embeds.device), audio_features)
 
+    @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -559,6 +644,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         audio_domain: list[str] | str | None = None,
         audio_encoder_hidden_states: torch.Tensor | None = None,
         audio_encoder_lengths: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ):
         r"""Same as [`Qwen2AudioForConditionalGeneration.forward`], with the adapter in the audio path.
@@ -568,12 +654,16 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         audio_encoder_hidden_states (`torch.Tensor` of shape `(num_audios, frames, d_model)`, *optional*):
             Precomputed outputs of the frozen audio tower (a feature cache), used instead of ``input_features``;
             requires ``audio_encoder_lengths`` ``(num_audios,)``, the valid frames of each.
+        logits_to_keep (`int` or `torch.Tensor`, *optional*):
+            As in transformers' causal LMs: ``0`` (default) all positions, ``n`` the last ``n``, a 1-D tensor the
+            sequence indices to keep. Also a 2-D bool mask ``(batch, seq)``: the head runs on the selected positions
+            only and ``logits`` is ``(num_selected, vocab)`` (row-major order); with ``labels`` the loss is the mean
+            cross-entropy of each selected position against the next label. Training uses it to skip the
+            full-vocabulary head on the prompt and audio positions, which carry no labels.
 
         With audio and no ``input_ids``, returns a [`DomainAdapterOutput`] whose ``hidden_states`` are the adapted
         encoder features ``(num_audios, frames, d_model)`` (no projector, no language model).
         """
-        if "past_key_values" in kwargs and cache is None:
-            cache = kwargs.pop("past_key_values")
         if input_ids is None and inputs_embeds is None:
             return self._adapt_audio_only(input_features, feature_attention_mask, audio_encoder_hidden_states,
                                           audio_encoder_lengths, audio_domain)
@@ -587,6 +677,9 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
             inputs_embeds = self._merge_audio(input_ids, input_features, feature_attention_mask, audio_domain,
                                               encoder_outputs)
             input_ids = None
+        if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
+            return self._forward_selected_logits(input_ids, attention_mask, position_ids, cache, inputs_embeds, labels,
+                                                 use_cache, logits_to_keep, **kwargs)
         return super().forward(
             input_ids=input_ids if inputs_embeds is None else None,
             attention_mask=attention_mask,
@@ -598,6 +691,46 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
             **kwargs,
         )
 
+    def _forward_selected_logits(self, input_ids, attention_mask, position_ids, cache, inputs_embeds, labels,
+                                 use_cache, logits_to_keep, **kwargs):
+        """The language model, then the head on the kept positions only (see ``logits_to_keep`` in ``forward``)."""
+        return_dict = kwargs.pop("return_dict", None)
+        outputs = self.model(input_ids=input_ids if inputs_embeds is None else None, attention_mask=attention_mask,
+                             position_ids=position_ids, cache=cache, inputs_embeds=inputs_embeds,
+                             use_cache=use_cache, return_dict=True, **kwargs)
+        hidden = outputs.last_hidden_state
+        loss = None
+        if isinstance(logits_to_keep, torch.Tensor) and logits_to_keep.dim() == 2:
+            if logits_to_keep.dtype != torch.bool or logits_to_keep.shape != hidden.shape[:2]:
+                raise ValueError(f"a 2-D logits_to_keep must be a bool mask of shape {tuple(hidden.shape[:2])}, got "
+                                 f"{logits_to_keep.dtype} {tuple(logits_to_keep.shape)}")
+            keep = logits_to_keep.to(hidden.device)
+            logits = self.lm_head(hidden[keep])
+            if labels is not None:
+                following = torch.full_like(labels, -100)
+                following[:, :-1] = labels[:, 1:]
+                targets = following.to(keep.device)[keep].to(logits.device)
+                loss = F.cross_entropy(logits.float(), targets, ignore_index=-100)
+        else:
+            index = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+            logits = self.lm_head(hidden[:, index, :])
+            if labels is not None:
+                raise ValueError("labels with an int or 1-D logits_to_keep: pass a 2-D bool mask (or no "
+                                 "logits_to_keep) to compute the loss")
+        result = Qwen2AudioCausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache,
+                                                  hidden_states=outputs.hidden_states, attentions=outputs.attentions,
+                                                  attention_mask=outputs.attention_mask)
+        return result if return_dict is None or return_dict else result.to_tuple()
+
+    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False, input_ids=None,
+                                      **model_kwargs):
+        """The stock expansion (``num_beams`` / ``num_return_sequences``) plus the per-audio ``audio_domain`` list,
+        repeated like the audio rows (``repeat_interleave``)."""
+        domains = model_kwargs.get("audio_domain")
+        if expand_size > 1 and isinstance(domains, (list, tuple)):
+            model_kwargs["audio_domain"] = [name for name in domains for _ in range(expand_size)]
+        return super()._expand_inputs_for_generation(expand_size, is_encoder_decoder, input_ids, **model_kwargs)
+
     def _adapt_audio_only(self, input_features, feature_attention_mask, hidden, lengths, audio_domain):
         """Audio without tokens: the adapted encoder features, no projector and no LLM (distillation, analysis)."""
         if hidden is None:
@@ -606,8 +739,9 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
                                  "or audio_encoder_hidden_states + audio_encoder_lengths")
             tower = self.model.audio_tower
             with torch.no_grad():
-                hidden, lengths = encode_audio(tower, input_features.to(tower.device), feature_attention_mask.to(
-                    tower.device), trim=self.config.trim_audio_tower)
+                device = execution_device(tower)
+                hidden, lengths = encode_audio(tower, input_features.to(device), feature_attention_mask.to(device),
+                                               trim=self.config.trim_audio_tower)
         elif lengths is None:
             raise ValueError("audio_encoder_lengths is required with audio_encoder_hidden_states")
         adapted = self.apply_domain_adapter(hidden, lengths, audio_domain)
@@ -623,9 +757,17 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         return self
 
     def freeze_base_model(self) -> "Qwen2AudioLDVForConditionalGeneration":
-        """Make only the active adapter (``domain_adapter.*``) trainable; everything else is frozen."""
+        """Make only the active adapter (``domain_adapter.*``) trainable; everything else is frozen.
+
+        Integer (quantised, e.g. bitsandbytes) weights cannot require gradients and are left as they are.
+        """
         for name, parameter in self.named_parameters():
-            parameter.requires_grad_(name.startswith(DOMAIN_ADAPTER_PREFIX))
+            trainable = name.startswith(DOMAIN_ADAPTER_PREFIX)
+            if parameter.is_floating_point() or parameter.is_complex():
+                parameter.requires_grad_(trainable)
+            elif trainable:
+                raise ValueError(f"adapter parameter {name!r} is {parameter.dtype}: the adapter must stay out of "
+                                 "quantisation (see _keep_in_fp32_modules)")
         return self
 
     def domain_adapter_parameters(self) -> list[nn.Parameter]:
@@ -869,9 +1011,10 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
                 raise ValueError("adapter_only=True needs config.base_model_name_or_path (the base to load it onto)")
             if kwargs.get("is_main_process", True):
                 self._write_code_and_config(save_directory, config)
-                if module is not None:
-                    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-                    save_file(state, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
+                # adapter_type "none" writes an empty file: it still marks the folder as adapter-only (base + nothing)
+                state = {} if module is None else {
+                    k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+                save_file(state, os.path.join(save_directory, ADAPTER_WEIGHTS_NAME), metadata={"format": "pt"})
             return None
         if adapter_name != self.active_domain_adapter:
             raise ValueError("a full save writes the active adapter; call set_domain_adapter first")
@@ -930,8 +1073,12 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
                                                   **kwargs)
         finally:
             cls._keys_to_ignore_on_load_missing = previous
-        _raise_on_bad_loading_info(base_model_name_or_path, info)
+        if output_loading_info:  # reported to the caller, as the stock class does (the adapter's keys are new)
+            info = _loading_info_without_new_adapter(info)
+        else:
+            _raise_on_bad_loading_info(base_model_name_or_path, info)
         model.adapters_to_float32()
+        model.freeze_base_model()  # as add_domain_adapter_to_model: only the adapter trains
         return (model, info) if output_loading_info else model
 
     @classmethod
@@ -939,15 +1086,25 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         """Load an adapter-only checkpoint (base from ``base_model_name_or_path``, then the adapter, strictly) or a
         full checkpoint. ``revision`` applies to this repo; the base uses ``config.base_model_revision``.
         """
-        path = str(pretrained_model_name_or_path)
         hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder")
                       if k in kwargs}
-        if not _has_adapter_file(path, **hub_kwargs):
-            output_loading_info = kwargs.pop("output_loading_info", False)
+        output_loading_info = kwargs.pop("output_loading_info", False)
+        if pretrained_model_name_or_path is None or not _has_adapter_file(str(pretrained_model_name_or_path),
+                                                                          **hub_kwargs):
+            # a full checkpoint, or (None, config=..., state_dict=...) as with the stock class
+            path = pretrained_model_name_or_path if pretrained_model_name_or_path is None else str(
+                pretrained_model_name_or_path)
             model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
-            _raise_on_bad_loading_info(path, info, allow_missing_adapter=False)
+            missing_adapter = [k for k in info.get("missing_keys") or [] if k.startswith(DOMAIN_ADAPTER_PREFIX)]
+            if output_loading_info:
+                if missing_adapter:  # a model without its adapter's weights is refused, whatever was asked
+                    raise ValueError(f"{path}: the adapter's weights are missing: {sorted(missing_adapter)}")
+            else:
+                _raise_on_bad_loading_info(str(path), info, allow_missing_adapter=False)
             model.adapters_to_float32()
+            model.freeze_base_model()
             return (model, info) if output_loading_info else model
+        path = str(pretrained_model_name_or_path)
         config = kwargs.pop("config", None)
         if not isinstance(config, Qwen2AudioLDVConfig):
             config = Qwen2AudioLDVConfig.from_pretrained(path, **hub_kwargs)
@@ -958,15 +1115,19 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
         base_revision = kwargs.pop("base_model_revision", config.base_model_revision)
         if base_revision is not None:
             kwargs["revision"] = base_revision
-        model = cls.from_base_pretrained(config.base_model_name_or_path, adapter_config=config.adapter_config, **kwargs)
+        loaded = cls.from_base_pretrained(config.base_model_name_or_path, adapter_config=config.adapter_config,
+                                          output_loading_info=output_loading_info, **kwargs)
+        model, info = loaded if output_loading_info else (loaded, None)
         model.config.trim_audio_tower = config.trim_audio_tower
         weights = _resolve_adapter_file(path, **hub_kwargs)
+        state = load_file(weights)
         if model.domain_adapter is not None:
             reference = model.domain_adapter.scale
-            state = {k: v.to(reference.device) for k, v in load_file(weights).items()}
-            _load_adapter_state(model.domain_adapter, state, weights)
+            _load_adapter_state(model.domain_adapter, {k: v.to(reference.device) for k, v in state.items()}, weights)
+        elif state:
+            raise ValueError(f"{weights}: adapter_type 'none' but the file holds weights {sorted(state)}")
         model.config.name_or_path = path
-        return model
+        return (model, info) if output_loading_info else model
 
     def push_to_hub(self, repo_id: str, **kwargs: Any):
         """Publish the adapter with a model card: ``config.json`` (``auto_map``), the code files,
@@ -984,6 +1145,13 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration):
                 "save_pretrained(dir) and upload the folder with huggingface_hub"
             ) from error
         return push_model(self, repo_id, **kwargs)
+
+
+def _loading_info_without_new_adapter(info: dict) -> dict:
+    """A base checkpoint's loading info without the new adapter's keys (they are initialised, not missing)."""
+    info = dict(info)
+    info["missing_keys"] = [k for k in info.get("missing_keys") or [] if not k.startswith(DOMAIN_ADAPTER_PREFIX)]
+    return info
 
 
 def _raise_on_bad_loading_info(source: str, info: dict, allow_missing_adapter: bool = True) -> None:
@@ -1028,11 +1196,19 @@ def add_domain_adapter_to_model(
     else:
         adapter_config = DomainAdapterConfig(adapter_type=adapter_type, **overrides)
     base_name = model.config.name_or_path or None
-    model.config = Qwen2AudioLDVConfig.from_base_config(
-        model.config, adapter_config, base_model_name_or_path=base_name
-    )
+    old_config = model.config
+    config = Qwen2AudioLDVConfig.from_base_config(old_config, adapter_config, base_model_name_or_path=base_name)
+    # the submodules keep their config objects (the stock model shares them with model.config): share them again,
+    # so that an edit of model.config.text_config reaches the language model
+    config.text_config, config.audio_config = old_config.text_config, old_config.audio_config
+    model.config = config
+    model.model.config = config
     reference = next(model.parameters())
     model.__class__ = Qwen2AudioLDVForConditionalGeneration
+    cls = Qwen2AudioLDVForConditionalGeneration
+    for name in ("_no_split_modules", "_keep_in_fp32_modules", "_keep_in_fp32_modules_strict"):
+        # post_init stored the stock class's sets on the instance: add this class's entries
+        setattr(model, name, set(getattr(model, name, None) or ()) | set(getattr(cls, name)))
     model._init_domain_adapter_state()
     if model.domain_adapter is not None:
         model.domain_adapter.to(device=reference.device)

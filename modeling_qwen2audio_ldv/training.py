@@ -8,9 +8,11 @@ Objectives (``objective=``):
 - ``lm+distill``: ``lm + distill_weight * distill``.
 """
 
+import functools
 import hashlib
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +30,7 @@ from .modeling_qwen2audio_ldv import (
     Qwen2AudioLDVForConditionalGeneration,
     _load_adapter_state,
     encode_audio,
+    execution_device,
 )
 
 logger = logging.getLogger(__name__)
@@ -100,7 +103,9 @@ class DomainAdapterTrainer(Trainer):
         self.distill_weight = distill_weight
         self.distill_kind = distill_loss
         self.scale_learning_rate = scale_learning_rate
-        super().__init__(*args, **kwargs)
+        model = kwargs.get("model", args[0] if args else None)
+        with _quantized_base_with_adapter(model):
+            super().__init__(*args, **kwargs)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -142,13 +147,17 @@ class DomainAdapterTrainer(Trainer):
         outputs = None
         if "lm" in self.objective.split("+"):
             labels = inputs.pop("labels")
-            outputs = model(**inputs)
-            logits = outputs.logits[:, :-1].float()
-            targets = labels[:, 1:].to(logits.device)
-            token_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100,
-                                         reduction="sum")
+            # the head (and its full-vocabulary float logits) only on positions whose next token is supervised: the
+            # prompt and the audio run carry no labels
+            supervised = labels[:, 1:] != -100
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = supervised
+            outputs = model(**inputs, logits_to_keep=keep)
+            logits = outputs.logits.float()  # (supervised tokens, vocab), row-major like labels[:, 1:][supervised]
+            targets = labels[:, 1:][supervised].to(logits.device)
+            token_loss = F.cross_entropy(logits, targets, reduction="sum")
             if num_items_in_batch is None or not self.model.training:
-                loss = token_loss / (targets != -100).sum().clamp_min(1)
+                loss = token_loss / max(targets.numel(), 1)
             else:
                 loss = token_loss / num_items_in_batch * process_scale
         if "distill" in self.objective:
@@ -198,6 +207,33 @@ class DomainAdapterTrainer(Trainer):
         load_adapter_checkpoint(self.accelerator.unwrap_model(self.model), self.state.best_model_checkpoint)
 
 
+class _quantized_base_with_adapter:
+    """Let the Trainer accept a quantised (e.g. 4-bit bitsandbytes) base that carries a trainable domain adapter.
+
+    The Trainer refuses a "purely quantized" model unless a PEFT adapter is attached; the domain adapter plays that
+    role here (it is kept out of quantisation and is the only trainable part), so the check is told so while the
+    Trainer is built, and only when the quantisation method supports training and the adapter is trainable.
+    """
+
+    def __init__(self, model):
+        quantizer = getattr(model, "hf_quantizer", None)
+        self.model = model if (
+            getattr(model, "is_quantized", False) and quantizer is not None
+            and getattr(quantizer, "is_trainable", False)
+            and not getattr(model, "_hf_peft_config_loaded", False)
+            and any(p.requires_grad for p in getattr(model, "domain_adapter_parameters", lambda: [])())
+        ) else None
+
+    def __enter__(self):
+        if self.model is not None:
+            self.model._hf_peft_config_loaded = True
+
+    def __exit__(self, *exc):
+        if self.model is not None:
+            self.model._hf_peft_config_loaded = False
+        return False
+
+
 def _valid_frames(batch) -> torch.Tensor:
     """Valid encoder frames per clip of a collated batch (cached or from audio)."""
     if "audio_encoder_lengths" in batch:
@@ -232,60 +268,183 @@ def _audio_array(value: Any) -> np.ndarray:
     return audio_to_array(value)
 
 
-def feature_cache_fingerprint(model, feature_extractor, dataset, audio_columns) -> str:
-    """A key over base model, feature extractor and every clip: any change gives another cache."""
+#: Values sampled (evenly strided) from every tower tensor for the cache key, on top of exact sums over all values.
+_FINGERPRINT_SAMPLES = 1024
+#: Rows per Arrow record batch while the cache is written (bounded memory, whatever the corpus size).
+_CACHE_WRITER_BATCH = 256
+_CACHE_FILE = "features.arrow"
+
+
+_INTEGER_VIEWS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+@functools.lru_cache(maxsize=16)
+def _position_weights(numel: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """1, 2, ..., 251, 1, 2, ... (a tower has a handful of distinct tensor sizes: computed once per size)."""
+    return torch.arange(numel, device=device, dtype=dtype) % 251 + 1
+
+
+def _tensor_digest(tensor: torch.Tensor) -> bytes:
+    """A cheap, exact, device-independent digest of one weight: dtype, shape, two integer sums over the raw bits of
+    every value (plain and position-weighted) and an evenly strided sample of the values.
+
+    The bits are summed as integers (wrapping modulo 2**32, or 2**64 for 8-byte values), so the result is exact and
+    the same on any device and in any reduction order; a change of any single value changes the plain sum, and the
+    weighted sum and the sample see values that trade places. Runs where the tensor lives (CUDA/MPS too) and moves
+    only a few numbers to the CPU: about 1.5 s for the 32-layer encoder on one CPU thread.
+    """
+    values = tensor.detach()
+    head = f"{values.dtype}{tuple(values.shape)}".encode()
+    if values.is_meta:  # an offloaded weight without its value here: only its shape and dtype can count
+        return head + b"meta"
+    flat = values.reshape(-1)
+    if flat.numel() == 0:
+        return head
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    bits = flat.contiguous().view(_INTEGER_VIEWS[flat.element_size()])
+    accumulate = torch.int64 if bits.element_size() == 8 else torch.int32
+    bits = bits.to(accumulate)
+    weights = _position_weights(bits.numel(), str(bits.device), accumulate)
+    sums = torch.stack([bits.sum(dtype=accumulate), (bits * weights).sum(dtype=accumulate)]).cpu().tolist()
+    step = max(1, bits.numel() // _FINGERPRINT_SAMPLES)
+    sample = bits[::step][:_FINGERPRINT_SAMPLES].cpu().numpy()
+    return head + ",".join(map(str, sums)).encode() + sample.tobytes()
+
+
+def feature_cache_fingerprint(model, feature_extractor, dataset, audio_columns, batch_size: int = 64) -> str:
+    """A key over the base model (every audio-tower weight), the feature extractor, the trim setting and every clip.
+
+    Any change of a tower weight, a feature-extractor setting or a clip's samples gives another cache. The clips are
+    read in batches of ``batch_size`` (the corpus is never decoded into memory at once).
+    """
     digest = hashlib.sha256()
     digest.update(str(model.config.base_model_name_or_path or model.config.name_or_path).encode())
     digest.update(json.dumps(model.config.audio_config.to_dict(), sort_keys=True, default=str).encode())
-    tower_state = model.model.audio_tower.state_dict()
-    for key in sorted(tower_state)[:4]:
-        digest.update(tower_state[key].float().flatten()[:64].numpy().tobytes())
+    digest.update(f"trim={bool(getattr(model.config, 'trim_audio_tower', True))}".encode())
+    for name, tensor in sorted(model.model.audio_tower.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(_tensor_digest(tensor))
     digest.update(feature_extractor.to_json_string().encode())
+    digest.update(f"rows={len(dataset)}".encode())
     for column in audio_columns:
-        for value in dataset[column]:
-            digest.update(_audio_array(value).tobytes())
+        digest.update(column.encode())
+        for batch in dataset.select_columns([column]).iter(batch_size=batch_size):
+            for value in batch[column]:
+                digest.update(_audio_array(value).tobytes())
     return digest.hexdigest()[:16]
+
+
+def _load_cached_features(path: str):
+    import datasets
+
+    return datasets.Dataset.from_file(os.path.join(path, _CACHE_FILE))
+
+
+def _with_cached_features(dataset, features, audio_columns, drop_columns=()):
+    """``dataset`` (less ``drop_columns``) plus the cached ``<column>_encoder`` columns, read as numpy arrays."""
+    import datasets
+
+    names = [f"{column}_encoder" for column in audio_columns]
+    clash = [name for name in names if name in dataset.column_names]
+    clash += [name for name in drop_columns if name in dataset.column_names and name not in clash]
+    if clash:
+        dataset = dataset.remove_columns(clash)
+    if len(features) != len(dataset):
+        raise ValueError(f"feature cache has {len(features)} rows, the dataset {len(dataset)}")
+    if dataset._indices is not None:  # a filtered/selected dataset: align its rows with the cache's (this copies
+        dataset = dataset.flatten_indices()  # the remaining columns: drop the audio first with `drop_columns`)
+    result = datasets.concatenate_datasets([dataset, features.select_columns(names)], axis=1)
+    # float16 as stored (numpy format would otherwise widen to float32); the collator casts per batch
+    return result.with_format("numpy", columns=names, output_all_columns=True, dtype=np.float16)
+
+
+def _tower_device(tower) -> torch.device:
+    return execution_device(tower)
 
 
 @torch.no_grad()
 def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cache_dir=None, batch_size=16,
-                        progress=True):
+                        progress=True, device=None, drop_columns=()):
     """Add the frozen tower's outputs for each audio column as ``<column>_encoder`` (float16, valid frames only).
 
-    Stored with ``datasets`` under ``cache_dir/<fingerprint>``; a later call with the same base model, feature
-    extractor and audio reuses it. Disk cost: ``frames * d_model * 2`` bytes per clip (25 encoder frames per
-    second: 3 s at d_model 1280 = 75 * 1280 * 2 = 192 KB; at the mini base's d_model 128, 19 KB).
+    The tower runs on ``device`` (default: where it is; ``train_hf.py`` moves the model to the training device
+    first, so a GPU encodes the corpus). The features are written to a memory-mapped Arrow file
+    ``cache_dir/<fingerprint>/features.arrow`` as they are computed (in record batches, so memory does not grow
+    with the corpus); a later call with the same tower weights, feature extractor and audio reuses it. Without
+    ``cache_dir`` a temporary file is used. The returned dataset reads the ``*_encoder`` columns in numpy format
+    (flat ``(frames * d_model,)`` float16 per clip; the collator reshapes them). ``drop_columns`` (e.g. the audio
+    columns, once encoded) are left out of the returned dataset.
+
+    Disk cost: ``frames * d_model * 2`` bytes per clip (25 encoder frames per second: 3 s at d_model 1280 =
+    75 * 1280 * 2 = 192 KB; at the mini base's d_model 128, 19 KB).
     """
+    import shutil
+    import tempfile
+
     import datasets
+    from datasets.arrow_writer import ArrowWriter
     from tqdm.auto import tqdm
 
-    fingerprint = feature_cache_fingerprint(model, processor.feature_extractor, dataset, audio_columns)
-    path = os.path.join(cache_dir, fingerprint) if cache_dir else None
-    if path and os.path.isdir(path):
-        logger.info("feature cache hit: %s", path)
-        return datasets.load_from_disk(path)
+    audio_columns = tuple(audio_columns)
     tower = model.model.audio_tower
+    if device is not None and torch.device(device) != _tower_device(tower):
+        if getattr(tower, "_hf_hook", None) is not None or getattr(model, "hf_device_map", None):
+            raise ValueError("build_feature_cache(device=...) cannot move a model dispatched with device_map; "
+                             "leave device unset (the tower runs where device_map put it)")
+        home = _tower_device(tower)
+        tower.to(device)
+        try:
+            return build_feature_cache(model, processor, dataset, audio_columns, cache_dir, batch_size, progress,
+                                       drop_columns=drop_columns)
+        finally:
+            tower.to(home)
+    fingerprint = feature_cache_fingerprint(model, processor.feature_extractor, dataset, audio_columns, batch_size)
+    if cache_dir:
+        path = os.path.join(cache_dir, fingerprint)
+        if os.path.isfile(os.path.join(path, _CACHE_FILE)):
+            logger.info("feature cache hit: %s", path)
+            return _with_cached_features(dataset, _load_cached_features(path), audio_columns, drop_columns)
+        os.makedirs(cache_dir, exist_ok=True)
+        partial = tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=cache_dir)
+    else:
+        path = partial = tempfile.mkdtemp(prefix="ldv-feature-cache-")
+    names = [f"{column}_encoder" for column in audio_columns]
+    features = datasets.Features({name: datasets.List(datasets.Value("float16")) for name in names})
+    device = _tower_device(tower)
     dtype = tower.conv1.weight.dtype
-    columns = {}
-    for column in audio_columns:
-        encoded = []
-        for start in tqdm(range(0, len(dataset), batch_size), desc=f"caching {column} features", disable=not progress):
-            rows = dataset[start : start + batch_size][column]
-            inputs = processor.feature_extractor([_audio_array(r) for r in rows], sampling_rate=16000,
-                                                 return_attention_mask=True, padding="max_length", return_tensors="pt")
-            hidden, lengths = encode_audio(tower, inputs["input_features"].to(tower.device, dtype),
-                                           inputs["attention_mask"].to(tower.device),
-                                           trim=model.config.trim_audio_tower)
-            for row, length in enumerate(lengths.tolist()):
-                encoded.append(hidden[row, :length].to(torch.float16).cpu().numpy().reshape(-1))
-        columns[f"{column}_encoder"] = encoded
-    result = dataset
-    for name, values in columns.items():  # flat (frames * d_model,) float16 per clip; reshaped when collated
-        result = result.add_column(name, values, feature=datasets.Sequence(datasets.Value("float16")))
-    if path:
-        result.save_to_disk(path)
-        result = datasets.load_from_disk(path)
-    return result
+    if not dtype.is_floating_point:  # a quantised conv: the compute dtype of the model
+        dtype = getattr(model, "dtype", torch.float32)
+    rows = dataset.select_columns(list(audio_columns))
+    try:
+        with ArrowWriter(features=features, path=os.path.join(partial, _CACHE_FILE),
+                         writer_batch_size=_CACHE_WRITER_BATCH) as writer:
+            batches = rows.iter(batch_size=batch_size)
+            for batch in tqdm(batches, total=math.ceil(len(rows) / batch_size), desc="caching tower features",
+                              disable=not progress):
+                encoded = {}
+                for column, name in zip(audio_columns, names):
+                    inputs = processor.feature_extractor([_audio_array(r) for r in batch[column]], sampling_rate=16000,
+                                                         return_attention_mask=True, padding="max_length",
+                                                         return_tensors="pt")
+                    hidden, lengths = encode_audio(tower, inputs["input_features"].to(device, dtype),
+                                                   inputs["attention_mask"].to(device),
+                                                   trim=model.config.trim_audio_tower)
+                    hidden = hidden.to(torch.float16).cpu().numpy()
+                    encoded[name] = [hidden[row, :length].reshape(-1) for row, length in enumerate(lengths.tolist())]
+                writer.write_batch(encoded)
+            writer.finalize()
+        if cache_dir:
+            try:
+                os.replace(partial, path)  # appears complete or not at all (another process may have won)
+            except OSError:
+                shutil.rmtree(partial, ignore_errors=True)
+                if not os.path.isfile(os.path.join(path, _CACHE_FILE)):
+                    raise
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return _with_cached_features(dataset, _load_cached_features(path), audio_columns, drop_columns)
 
 
 @dataclass
@@ -304,8 +463,14 @@ class CachedFeatureCollator:
     d_model: int = 0  # the audio encoder's width
 
     def _frames(self, flat) -> torch.Tensor:
-        """A cached clip: flat ``(frames * d_model,)`` float16 -> ``(frames, d_model)`` float32."""
-        return torch.as_tensor(np.asarray(flat, dtype=np.float32)).view(-1, self.d_model)
+        """A cached clip: flat ``(frames * d_model,)`` float16 -> ``(frames, d_model)`` float32.
+
+        ``build_feature_cache`` returns the columns in numpy format (one array per clip, no Python floats);
+        lists still work, only slower.
+        """
+        if isinstance(flat, torch.Tensor):
+            return flat.reshape(-1, self.d_model).float()
+        return torch.from_numpy(np.asarray(flat, dtype=np.float16)).reshape(-1, self.d_model).float()
 
     def __post_init__(self):
         from .preprocessing import DataCollatorForQwen2AudioLDV
