@@ -121,3 +121,24 @@ def test_accumulated_step_equals_gradient_descent_on_the_whole_batch(tiny_base, 
     for name, value in model.domain_adapter.named_parameters():
         assert not torch.equal(value.detach(), params[name].detach()), name  # it moved
         torch.testing.assert_close(value.detach(), expected[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_lm_plus_distill_from_the_cache_runs_the_adapter_once(tiny_base, tmp_path):
+    """From cached features the adapter's output feeds both losses (the step above checks the values)."""
+    base, processor = tiny_base
+    model = fresh_model(base)
+    train = build_feature_cache(model, processor, paired_dataset(), audio_columns=("audio", "mic_audio"),
+                                cache_dir=str(tmp_path / "cache"), progress=False).remove_columns(["audio", "mic_audio"])
+    collator = CachedFeatureCollator(processor, INSTRUCTION, d_model=base.config.audio_config.d_model,
+                                     mic_feature_key="mic_audio_encoder")
+    batch = {k: v for k, v in collator([train[i] for i in range(2)]).items() if torch.is_tensor(v)}
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, save_strategy="no")
+    trainer = DomainAdapterTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
+                                   objective="lm+distill", distill_weight=DISTILL_WEIGHT)
+    calls = []
+    handle = model.domain_adapter.register_forward_hook(lambda module, inputs, output: calls.append(1))
+    loss = trainer.compute_loss(model, batch)
+    handle.remove()
+    assert len(calls) == 1
+    reference = fresh_model(base)
+    assert loss.item() == pytest.approx(hand_loss(reference, batch, "lm+distill").item(), rel=1e-5)
