@@ -91,11 +91,11 @@ def eval_sets(settings: dict[str, Any], conditions: list[str], limit: int) -> di
     for condition in conditions:
         rows = test.filter(lambda c: c == condition, input_columns="condition").select(range(count))
         if "microphone" not in sets:  # the same microphone clip (identical bytes) sits next to every condition
-            sets["microphone"] = {"ids": rows["utterance_id"], "texts": rows["text"],
+            sets["microphone"] = {"ids": list(rows["utterance_id"]), "texts": list(rows["text"]),
                                   "audio": [a["array"] for a in rows["mic_audio"]]}
-        sets[condition] = {"ids": rows["utterance_id"], "texts": rows["text"],
+        sets[condition] = {"ids": list(rows["utterance_id"]), "texts": list(rows["text"]),
                            "audio": [a["array"] for a in rows["ldv_audio"]]}
-        if rows["text"] != sets["microphone"]["texts"]:
+        if sets[condition]["texts"] != sets["microphone"]["texts"]:
             raise RuntimeError(f"condition {condition!r}: test texts differ from the other conditions'")
     return sets
 

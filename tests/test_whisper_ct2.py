@@ -207,7 +207,8 @@ def test_decoder_fused_projections_split_from_a_written_file(tmp_path):
                                          "decoder_ffn_dim": FFN, "max_target_positions": TARGETS}
     state = decoder_state_dict(variables, aliases)
     v = variables
-    self_w, self_b = v["decoder/layer_1/self_attention/linear_0/weight"], v["decoder/layer_1/self_attention/linear_0/bias"]
+    self_w = v["decoder/layer_1/self_attention/linear_0/weight"]
+    self_b = v["decoder/layer_1/self_attention/linear_0/bias"]
     cross_w, cross_b = v["decoder/layer_1/attention/linear_1/weight"], v["decoder/layer_1/attention/linear_1/bias"]
     expected = {
         # self-attention: rows [0, D) q, [D, 2D) k, [2D, 3D) v
