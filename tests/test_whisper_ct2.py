@@ -371,3 +371,30 @@ def test_whisper_base_transcribes_clean_espeak_speech(whisper_base):
     hypotheses = processor.batch_decode(tokens, skip_special_tokens=True)
     rates = compute_error_rates([spell_out_numbers(h) for h in hypotheses], [t for t, _ in cases], language="en")
     assert rates["cer"] <= 0.15, (hypotheses, rates)
+
+
+def test_reference_benchmark_zero_padding_matches_openai_layout():
+    """OpenAI's transcribe keeps the clip's ``len // 160`` log-mel frames and zero-pads the rest; transformers'
+    extractor leaves the log-mel of silence there (a constant: the clamp ``max - 8``, normalised)."""
+    import sys
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from transformers import WhisperFeatureExtractor
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import whisper_reference
+
+    processor = SimpleNamespace(feature_extractor=WhisperFeatureExtractor(feature_size=80))
+    rng = np.random.default_rng(0)
+    clips = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (16_170, 8_000)]
+    silence = whisper_reference.whisper_features(processor, clips, "silence")
+    zeros = whisper_reference.whisper_features(processor, clips, "zeros")
+    assert silence.shape == zeros.shape == (2, 80, 3000)
+    for row, frames in enumerate((101, 50)):  # 16170 // 160, 8000 // 160
+        assert torch.equal(zeros[row, :, :frames], silence[row, :, :frames])
+        assert torch.count_nonzero(zeros[row, :, frames:]) == 0
+        floor = silence[row].max() - 2.0  # (max - 8 + 4) / 4 in normalised units is max - 2
+        assert torch.allclose(silence[row, :, frames + 2 :], floor.expand(80, 3000 - frames - 2), atol=1e-5)
+    with pytest.raises(ValueError, match="'silence' or 'zeros'"):
+        whisper_reference.whisper_features(processor, clips, "reflect")
