@@ -23,6 +23,10 @@ pool before the final LayerNorm): ``conv1``/``conv2``, the sinusoidal ``position
 self-attention (``linear_0`` = q, k and v fused along the output axis, ``linear_1`` = output projection), its
 LayerNorm, and the FFN (``linear_0`` = fc1, ``linear_1`` = fc2) with its LayerNorm. Whisper's ``k_proj`` has no
 bias, so the k third of the fused bias must be zero: :func:`encoder_state_dict` checks it.
+
+The decoder maps onto transformers' ``WhisperDecoder`` (:func:`decoder_state_dict`), and the whole model onto
+``WhisperForConditionalGeneration`` (:func:`whisper_state_dict`, :func:`load_whisper_base_asr`): Whisper-base as a
+stock ASR model, the reference that shows what LDV speech does to a real recogniser.
 """
 
 from __future__ import annotations
@@ -537,6 +541,10 @@ def load_whisper_base_asr(dtype: Any = None) -> tuple[Any, Any]:
     (:func:`whisper_generation_config`). ``processor`` is a ``WhisperProcessor``: a ``WhisperFeatureExtractor``
     (80 mel bins, 30 s window; short clips padded the transformers way, with the log-mel of silence) and a
     ``WhisperTokenizerFast`` built offline from the package's ``tokenizer.json``. Everything stays offline.
+
+    OpenAI's ``transcribe`` and faster-whisper pad differently: they set the normalised log-mel after the clip's
+    ``len(clip) // 160`` frames to zero. On clips of a few seconds that changes Whisper's transcripts a lot
+    (``benchmarks/whisper_reference.py`` scores both; its ``whisper_features`` does either).
 
     Args:
         dtype: torch dtype of the model (default float32; the stored weights are float16).
