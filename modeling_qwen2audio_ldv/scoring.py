@@ -322,3 +322,39 @@ def compute_error_rates(
     return metric.compute(
         predictions=list(predictions), references=list(references), normalize=normalize, language=language
     )
+
+
+_DIGIT_RUN = re.compile(r"[0-9]+")
+_THOUSANDS_COMMA = re.compile(r"(?<=[0-9]),(?=[0-9]{3}(?![0-9]))")
+
+
+def spell_out_numbers(text: str) -> str:
+    """Write the numerals of an English ASR transcript as the words the corpus's references use.
+
+    Meant for systems that print numerals (Whisper writes ``"6 5 2"``, ``"6-5-2"`` or ``"652"`` for a spoken
+    ``"six five two"``), before :func:`normalize_transcript`, which leaves digits alone. Each run of ASCII digits
+    (after NFKC, so full-width digits count)
+    becomes words and is separated from its neighbours by spaces:
+
+    * ``1``-``99`` without a leading zero as one number (``corpus.number_words``): ``"45"`` -> ``"forty five"``,
+      ``"7"`` -> ``"seven"`` (the corpus speaks quantities ``1``-``99`` this way);
+    * anything else (``0``, a leading zero, three or more digits) digit by digit: ``"652"`` -> ``"six five two"``,
+      ``"05"`` -> ``"zero five"`` (the corpus speaks digit strings this way; it has no numbers >= 100).
+
+    A comma between digit groups (``"1,000"``) is dropped first. Nothing else changes: ordinals (``"2nd"`` ->
+    ``"two nd"``), decimals and symbols are not interpreted, so this is an English-corpus rule, not a general
+    text normaliser.
+    """
+    from .corpus import number_words
+
+    if not isinstance(text, str):
+        raise TypeError(f"`text` must be a str, got {type(text).__name__}")
+
+    def words(match: re.Match) -> str:
+        digits = match.group(0)
+        if len(digits) <= 2 and digits[0] != "0":
+            return f" {number_words(int(digits))} "
+        return " " + " ".join(number_words(int(d)) for d in digits) + " "
+
+    spelled = _DIGIT_RUN.sub(words, _THOUSANDS_COMMA.sub("", unicodedata.normalize("NFKC", text)))
+    return " ".join(spelled.split())
