@@ -152,7 +152,8 @@ def plan_windows(audio: np.ndarray, window: int, overlap: int, sampling_rate: in
     the summed mean power over ``max(overlap, 0.1 s)`` around each cut (a cut in speech costs orders of magnitude
     more than one in a pause, and every cut costs something: the fewest cuts, each as quiet as the others allow),
     subject to every window fitting and every pause holding a cut. Window ``i`` spans
-    ``[cut_before - overlap // 2, cut_after + overlap - overlap // 2)``.
+    ``[cut_before - overlap // 2, cut_after + overlap - overlap // 2)`` where the cuts fall in speech; a cut in a
+    pause is shared by no audio (the window ends and the next begins at it).
     """
     total = int(audio.shape[0])
     if window <= 0:
@@ -201,10 +202,16 @@ def plan_windows(audio: np.ndarray, window: int, overlap: int, sampling_rate: in
     while c > 0:
         cuts.append(min(c * frame, total))
         c = int(parent[c])
+    # a cut in a pause needs no shared audio (nobody speaks there, and shared audio would reach into the
+    # neighbouring utterance when the pause is shorter than the overlap); a forced cut in speech shares `overlap`
+    in_pause = np.zeros(frames + 1, dtype=bool)
+    for start, stop in pauses:
+        in_pause[start : stop + 1] = True
     windows, start, cut_before = [], 0, 0
     for cut in reversed(cuts):
-        windows.append(Window(start, min(total, cut + overlap - half), cut_before, cut))
-        start, cut_before = max(0, cut - half), cut
+        quiet = bool(in_pause[min(frames, cut // frame)])
+        windows.append(Window(start, min(total, cut + (0 if quiet else overlap - half)), cut_before, cut))
+        start, cut_before = (cut if quiet else max(0, cut - half)), cut
     windows.append(Window(start, total, cut_before, total))
     return windows
 
@@ -367,6 +374,7 @@ def transcribe(
     instruction: str | None = None,
     max_new_tokens: int | None = None,
     overlap_seconds: float | None = None,
+    window_seconds: float | None = None,
     sampling_rate: int = SAMPLING_RATE,
     on_error: str = "raise",
     progress: bool = True,
@@ -384,7 +392,10 @@ def transcribe(
             :data:`~modeling_qwen2audio_ldv.preprocessing.DEFAULT_INSTRUCTION`).
         max_new_tokens: generation length per window (default: 8 per second of window, at least 32).
         overlap_seconds: audio shared by consecutive windows of a long recording (default: 5% of the window,
-            at most 1 s).
+            at most 1 s; cuts in pauses share none).
+        window_seconds: the longest piece transcribed at once (default: the encoder's whole window). A model
+            trained on short clips only (the repo's mini base: utterances of at most ~4 s in a 30 s window) reads
+            best when a longer recording is cut at every pause: pass about its training clips' length.
         sampling_rate: the rate of arrays given without one.
         on_error: ``"raise"`` stops at the first recording that cannot be read or transcribed; ``"skip"``
             gives it a result with ``text`` ``None`` and ``error`` (the message, naming the file) and goes on.
@@ -411,6 +422,11 @@ def transcribe(
     single = not isinstance(audio_or_paths, (list, tuple))
     items = [audio_or_paths] if single else list(audio_or_paths)
     window = window_samples(processor)
+    if window_seconds is not None:
+        if not 0 < window_seconds * SAMPLING_RATE <= window:
+            raise ValueError(f"window_seconds ({window_seconds}) must be > 0 and at most the encoder's window "
+                             f"({window / SAMPLING_RATE:g} s)")
+        window = int(round(window_seconds * SAMPLING_RATE))
     window_seconds = window / SAMPLING_RATE
     if overlap_seconds is None:
         overlap_seconds = min(1.0, 0.05 * window_seconds)
@@ -630,6 +646,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
                         help="tokens per window (default: 8 per second of window, at least 32)")
     parser.add_argument("--overlap-seconds", type=float, default=None,
                         help="audio shared by consecutive windows of a long recording (default 5%% of the window)")
+    parser.add_argument("--window-seconds", type=float, default=None,
+                        help="longest piece transcribed at once (default: the encoder's window; 3 for the mini base, "
+                        "which was trained on short clips)")
     parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: cpu)")
     parser.set_defaults(func=_transcribe_command)
@@ -657,7 +676,8 @@ def _transcribe_command(args: argparse.Namespace) -> int:
         with model.disable_domain_adapter() if disable else contextlib.nullcontext():
             results = transcribe(model, processor, files, batch_size=args.batch_size, audio_domain=args.audio_domain,
                                  instruction=args.instruction, max_new_tokens=args.max_new_tokens,
-                                 overlap_seconds=args.overlap_seconds, on_error="skip")
+                                 overlap_seconds=args.overlap_seconds, window_seconds=args.window_seconds,
+                                 on_error="skip")
     except ValueError as error:  # arguments, not files: nothing was transcribed
         logger.error("%s", error)
         return 2

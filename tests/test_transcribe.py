@@ -216,12 +216,15 @@ def test_forced_cuts_in_speech_are_stitched_without_repeats(monkeypatch):
     model = Qwen2AudioForConditionalGeneration.from_pretrained(REPO / "mini_base").eval()
     phrases = ["four nine eight", "six one two seven", "three five", "nine zero one"]
     clips = {text: synthesize(text, voice="en-gb+klatt3") for text in phrases}
+    # windows of 3 s: the mini base was trained on clips of at most ~4 s (its encoder's window is 30 s)
+    window_seconds = 3.0
+    assert window_seconds * RATE <= window_samples(processor)
     texts = []
-    while sum(len(clips[t]) for t in texts) < 1.5 * window_samples(processor) or len(texts) < len(phrases):
+    while sum(len(clips[t]) for t in texts) < 1.5 * window_seconds * RATE or len(texts) < len(phrases):
         texts.append(phrases[len(texts) % len(phrases)])
     audio = np.concatenate([clips[t] for t in texts]).astype(np.float32)
     monkeypatch.setattr(transcribe_module, "MIN_PAUSE_SECONDS", 10.0)
-    result = transcribe(model, processor, audio, overlap_seconds=0.4, progress=False)
+    result = transcribe(model, processor, audio, overlap_seconds=0.4, window_seconds=window_seconds, progress=False)
     assert len(result["segments"]) >= 2
     reference = " ".join(texts)
     words = result["text"].split()
