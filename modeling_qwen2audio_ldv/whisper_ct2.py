@@ -201,6 +201,18 @@ def encoder_config(variables: dict[str, np.ndarray]) -> dict[str, int]:
     }
 
 
+def _ffn_state(get, src: str, dst: str, d: int, ffn: int) -> dict[str, np.ndarray]:
+    """One layer's feed-forward block and its LayerNorm (the same names in Whisper's encoder and decoder)."""
+    return {
+        f"{dst}.fc1.weight": get(f"{src}/ffn/linear_0/weight", (ffn, d)),
+        f"{dst}.fc1.bias": get(f"{src}/ffn/linear_0/bias", (ffn,)),
+        f"{dst}.fc2.weight": get(f"{src}/ffn/linear_1/weight", (d, ffn)),
+        f"{dst}.fc2.bias": get(f"{src}/ffn/linear_1/bias", (d,)),
+        f"{dst}.final_layer_norm.weight": get(f"{src}/ffn/layer_norm/gamma", (d,)),
+        f"{dst}.final_layer_norm.bias": get(f"{src}/ffn/layer_norm/beta", (d,)),
+    }
+
+
 def encoder_state_dict(variables: dict[str, np.ndarray], dtype: Any = None) -> dict[str, Any]:
     """The Whisper encoder in ``variables`` as a ``Qwen2AudioEncoder`` state dict (every tensor used once).
 
@@ -254,13 +266,8 @@ def encoder_state_dict(variables: dict[str, np.ndarray], dtype: Any = None) -> d
             f"{dst}.self_attn.out_proj.bias": get(f"{src}/self_attention/linear_1/bias", (d,)),
             f"{dst}.self_attn_layer_norm.weight": get(f"{src}/self_attention/layer_norm/gamma", (d,)),
             f"{dst}.self_attn_layer_norm.bias": get(f"{src}/self_attention/layer_norm/beta", (d,)),
-            f"{dst}.fc1.weight": get(f"{src}/ffn/linear_0/weight", (ffn, d)),
-            f"{dst}.fc1.bias": get(f"{src}/ffn/linear_0/bias", (ffn,)),
-            f"{dst}.fc2.weight": get(f"{src}/ffn/linear_1/weight", (d, ffn)),
-            f"{dst}.fc2.bias": get(f"{src}/ffn/linear_1/bias", (d,)),
-            f"{dst}.final_layer_norm.weight": get(f"{src}/ffn/layer_norm/gamma", (d,)),
-            f"{dst}.final_layer_norm.bias": get(f"{src}/ffn/layer_norm/beta", (d,)),
         })
+        state.update(_ffn_state(get, src, dst, d, ffn))
     used.add("encoder/num_heads")
     leftover = sorted(n for n in variables if n.startswith("encoder/") and n not in used)
     if leftover:
@@ -436,13 +443,8 @@ def decoder_state_dict(variables: dict[str, np.ndarray], aliases: dict[str, str]
             f"{dst}.encoder_attn.out_proj.bias": get(f"{src}/attention/linear_2/bias", (d,)),
             f"{dst}.encoder_attn_layer_norm.weight": get(f"{src}/attention/layer_norm/gamma", (d,)),
             f"{dst}.encoder_attn_layer_norm.bias": get(f"{src}/attention/layer_norm/beta", (d,)),
-            f"{dst}.fc1.weight": get(f"{src}/ffn/linear_0/weight", (ffn, d)),
-            f"{dst}.fc1.bias": get(f"{src}/ffn/linear_0/bias", (ffn,)),
-            f"{dst}.fc2.weight": get(f"{src}/ffn/linear_1/weight", (d, ffn)),
-            f"{dst}.fc2.bias": get(f"{src}/ffn/linear_1/bias", (d,)),
-            f"{dst}.final_layer_norm.weight": get(f"{src}/ffn/layer_norm/gamma", (d,)),
-            f"{dst}.final_layer_norm.bias": get(f"{src}/ffn/layer_norm/beta", (d,)),
         })
+        state.update(_ffn_state(get, src, dst, d, ffn))
     leftover = sorted(n for n in variables if n.startswith("decoder/") and n not in used)
     if leftover:
         raise CTranslate2FormatError(f"decoder variables with no home in WhisperDecoder: {leftover}")
