@@ -128,7 +128,7 @@ def main(argv=None) -> dict:
     output.with_suffix(".md").write_text(
         f"# Long recordings on the mini base ({window_s:g} s window)\n\n"
         f"{record['utterances']} held-out test utterances (digit strings, unseen voices), "
-        f"{record['recordings']} recordings of {args.per_recording} with pauses of {args.pause[0]}-{args.pause[1]} s "
+        f"{record['recordings']} recording(s) of up to {min(args.per_recording, record['utterances'])} with pauses of {args.pause[0]}-{args.pause[1]} s "
         f"({min(record['recording_seconds'])}-{max(record['recording_seconds'])} s each), one microphone channel "
         "per recording.\n\n"
         "| transcription | CER (%) | WER (%) |\n|---|---:|---:|\n"
