@@ -257,6 +257,11 @@ def write(results, output: Path):
     print("\n".join(lines))
 
 
+def _settings(args) -> dict:
+    """The run's arguments, less where its results are written (not a setting of the measurement)."""
+    return {k: v for k, v in vars(args).items() if k != "output"}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -270,7 +275,7 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     import transformers
 
-    results = {"settings": {**vars(args), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+    results = {"settings": {**_settings(args), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
                             "torch": torch.__version__, "transformers": transformers.__version__}}
     start = time.perf_counter()
     flat, frames = tower_rows(args, results)

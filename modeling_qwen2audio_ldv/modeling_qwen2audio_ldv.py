@@ -462,6 +462,15 @@ def convert_pt_to_safetensors(path: str | os.PathLike, output: str | os.PathLike
     return output
 
 
+def _as_adapter_config(config: "DomainAdapterConfig | dict | str | None") -> "DomainAdapterConfig | None":
+    """A [`DomainAdapterConfig`] from itself, its dict or a preset name; ``None`` stays ``None``."""
+    if isinstance(config, str):
+        return DomainAdapterConfig.preset(config)
+    if isinstance(config, dict):
+        return DomainAdapterConfig.from_dict(config)
+    return config
+
+
 class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, GenerationMixin):
     """Qwen2-Audio with a domain adapter between ``audio_tower`` and ``multi_modal_projector``.
 
@@ -814,6 +823,10 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         del self.domain_adapter_bank[adapter_name]
         del self.domain_adapter_configs[adapter_name]
 
+    def _check_new_adapter_name(self, adapter_name: str) -> None:
+        if adapter_name in (MIC_DOMAIN, LDV_DOMAIN) or adapter_name in self.list_domain_adapters():
+            raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
+
     def load_domain_adapter(self, path_or_repo: str, adapter_name: str | None = None, **hub_kwargs) -> str:
         """Load an adapter saved with ``save_pretrained`` (directory or Hub repo) next to the current ones.
 
@@ -826,8 +839,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         if _is_single_adapter_file(path_or_repo):  # a guide-style torch.save file, or weights without config.json
             return self._load_domain_adapter_file(path_or_repo, adapter_name, hub_kwargs.pop("adapter_config", None))
         adapter_name = adapter_name or Path(path_or_repo.rstrip("/")).name
-        if adapter_name in (MIC_DOMAIN, LDV_DOMAIN) or adapter_name in self.list_domain_adapters():
-            raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
+        self._check_new_adapter_name(adapter_name)
         weights = _resolve_adapter_file(path_or_repo, **hub_kwargs)
         config_path = os.path.join(os.path.dirname(weights), "config.json")
         if not os.path.isfile(config_path) and not os.path.exists(path_or_repo):  # a Hub repo: fetch its config
@@ -874,13 +886,8 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         active one and the only trainable parameters (every other adapter and the base are frozen), ready to
         train; otherwise it is loaded frozen next to the others. Returns the name.
         """
-        if adapter_name in (MIC_DOMAIN, LDV_DOMAIN) or adapter_name in self.list_domain_adapters():
-            raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
-        if isinstance(config, str):
-            config = DomainAdapterConfig.preset(config)
-        elif isinstance(config, dict):
-            config = DomainAdapterConfig.from_dict(config)
-        config = config or DomainAdapterConfig()
+        self._check_new_adapter_name(adapter_name)
+        config = _as_adapter_config(config) or DomainAdapterConfig()
         module = build_domain_adapter(config, self.config.audio_config.d_model)
         if module is None:
             raise ValueError("adapter_type 'none' has no parameters; nothing to add")
@@ -952,13 +959,9 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         ``torch.load(weights_only=True)``: tensors only). Its configuration is ``adapter_config`` (default: the
         active adapter's, the one the guide's model was built with)."""
         adapter_name = adapter_name or Path(path).stem
-        if adapter_name in (MIC_DOMAIN, LDV_DOMAIN) or adapter_name in self.list_domain_adapters():
-            raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
-        if isinstance(adapter_config, str):
-            adapter_config = DomainAdapterConfig.preset(adapter_config)
-        elif isinstance(adapter_config, dict):
-            adapter_config = DomainAdapterConfig.from_dict(adapter_config)
-        adapter_config = adapter_config or self.domain_adapter_configs[self.active_domain_adapter]
+        self._check_new_adapter_name(adapter_name)
+        adapter_config = (_as_adapter_config(adapter_config)
+                          or self.domain_adapter_configs[self.active_domain_adapter])
         module = build_domain_adapter(adapter_config, self.config.audio_config.d_model)
         if module is None:
             raise ValueError(f"{path}: the active adapter has adapter_type 'none'; pass adapter_config=... (the "

@@ -201,6 +201,35 @@ def encoder_config(variables: dict[str, np.ndarray]) -> dict[str, int]:
     }
 
 
+def _getter(variables: dict[str, np.ndarray], scope: str, used: set[str]):
+    """``get(name, shape)``: the variable ``scope/name`` checked for presence and shape, recorded in ``used``."""
+
+    def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
+        key = f"{scope}/{name}"
+        if key not in variables:
+            raise CTranslate2FormatError(f"missing variable {key!r}")
+        value = variables[key]
+        if tuple(value.shape) != shape:
+            raise CTranslate2FormatError(f"variable {key!r} has shape {tuple(value.shape)}, expected {shape}")
+        used.add(key)
+        return value
+
+    return get
+
+
+def _split_fused(get, scope: str, name: str, parts: int, d: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A fused projection ``name`` of ``parts * d`` outputs (q, k, v or k, v): weights and biases per part. The key
+    part's bias must be zero (Whisper's ``k_proj`` has no bias)."""
+    weight = get(f"{name}/weight", (parts * d, d))
+    bias = get(f"{name}/bias", (parts * d,))
+    k = parts - 2  # index of the key part
+    if np.any(bias[k * d : (k + 1) * d] != 0):
+        raise CTranslate2FormatError(
+            f"variable '{scope}/{name}/bias': the key part must be zero (Whisper's k_proj has no bias), "
+            f"max |k bias| = {float(np.abs(bias[k * d:(k + 1) * d].astype(np.float32)).max())}")
+    return [weight[i * d : (i + 1) * d] for i in range(parts)], [bias[i * d : (i + 1) * d] for i in range(parts)]
+
+
 def _ffn_state(get, src: str, dst: str, d: int, ffn: int) -> dict[str, np.ndarray]:
     """One layer's feed-forward block and its LayerNorm (the same names in Whisper's encoder and decoder)."""
     return {
@@ -230,15 +259,7 @@ def encoder_state_dict(variables: dict[str, np.ndarray], dtype: Any = None) -> d
     d = sizes["d_model"]
     used: set[str] = set()
 
-    def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        key = f"encoder/{name}"
-        if key not in variables:
-            raise CTranslate2FormatError(f"missing variable {key!r}")
-        value = variables[key]
-        if tuple(value.shape) != shape:
-            raise CTranslate2FormatError(f"variable {key!r} has shape {tuple(value.shape)}, expected {shape}")
-        used.add(key)
-        return value
+    get = _getter(variables, "encoder", used)
 
     state: dict[str, np.ndarray] = {
         "conv1.weight": get("conv1/weight", (d, sizes["num_mel_bins"], 3)),
@@ -252,16 +273,11 @@ def encoder_state_dict(variables: dict[str, np.ndarray], dtype: Any = None) -> d
     ffn = sizes["encoder_ffn_dim"]
     for i in range(sizes["encoder_layers"]):
         src, dst = f"layer_{i}", f"layers.{i}"
-        qkv_w = get(f"{src}/self_attention/linear_0/weight", (3 * d, d))
-        qkv_b = get(f"{src}/self_attention/linear_0/bias", (3 * d,))
-        if np.any(qkv_b[d : 2 * d] != 0):
-            raise CTranslate2FormatError(
-                f"variable 'encoder/{src}/self_attention/linear_0/bias': the key part must be zero (Whisper's k_proj "
-                f"has no bias), max |k bias| = {float(np.abs(qkv_b[d:2 * d].astype(np.float32)).max())}")
+        (q_w, k_w, v_w), (q_b, _, v_b) = _split_fused(get, "encoder", f"{src}/self_attention/linear_0", 3, d)
         state.update({
-            f"{dst}.self_attn.q_proj.weight": qkv_w[:d], f"{dst}.self_attn.q_proj.bias": qkv_b[:d],
-            f"{dst}.self_attn.k_proj.weight": qkv_w[d : 2 * d],
-            f"{dst}.self_attn.v_proj.weight": qkv_w[2 * d :], f"{dst}.self_attn.v_proj.bias": qkv_b[2 * d :],
+            f"{dst}.self_attn.q_proj.weight": q_w, f"{dst}.self_attn.q_proj.bias": q_b,
+            f"{dst}.self_attn.k_proj.weight": k_w,
+            f"{dst}.self_attn.v_proj.weight": v_w, f"{dst}.self_attn.v_proj.bias": v_b,
             f"{dst}.self_attn.out_proj.weight": get(f"{src}/self_attention/linear_1/weight", (d, d)),
             f"{dst}.self_attn.out_proj.bias": get(f"{src}/self_attention/linear_1/bias", (d,)),
             f"{dst}.self_attn_layer_norm.weight": get(f"{src}/self_attention/layer_norm/gamma", (d,)),
@@ -385,27 +401,10 @@ def decoder_state_dict(variables: dict[str, np.ndarray], aliases: dict[str, str]
                 raise CTranslate2FormatError(
                     f"variable {name!r} is {int(variables[name])}; transformers' Whisper decoder needs {expected}")
 
-    def get(name: str, shape: tuple[int, ...]) -> np.ndarray:
-        key = f"decoder/{name}"
-        if key not in variables:
-            raise CTranslate2FormatError(f"missing variable {key!r}")
-        value = variables[key]
-        if tuple(value.shape) != shape:
-            raise CTranslate2FormatError(f"variable {key!r} has shape {tuple(value.shape)}, expected {shape}")
-        used.add(key)
-        return value
+    get = _getter(variables, "decoder", used)
 
     def split(name: str, parts: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        """A fused projection ``name`` of ``parts * d`` outputs: weights and biases per part; the first (k) bias
-        of the trailing k, v pair must be zero."""
-        weight = get(f"{name}/weight", (parts * d, d))
-        bias = get(f"{name}/bias", (parts * d,))
-        k = parts - 2  # index of the key part: q, k, v (3 parts) or k, v (2 parts)
-        if np.any(bias[k * d : (k + 1) * d] != 0):
-            raise CTranslate2FormatError(
-                f"variable 'decoder/{name}/bias': the key part must be zero (Whisper's k_proj has no bias), "
-                f"max |k bias| = {float(np.abs(bias[k * d:(k + 1) * d].astype(np.float32)).max())}")
-        return ([weight[i * d : (i + 1) * d] for i in range(parts)], [bias[i * d : (i + 1) * d] for i in range(parts)])
+        return _split_fused(get, "decoder", name, parts, d)
 
     embeddings = get("embeddings/weight", (vocab, d))
     state: dict[str, np.ndarray] = {

@@ -27,17 +27,6 @@ def paired_corpus(tmp_path_factory):
     return output / "paired_audiofolder"
 
 
-@pytest.fixture(scope="module")
-def tiny_base_3s(tmp_path_factory):
-    from modeling_qwen2audio_ldv.testing import build_tiny_base
-
-    model, processor = build_tiny_base(max_source_positions=150)
-    path = tmp_path_factory.mktemp("tiny3s")
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
 def _rows(folder: Path):
     with open(folder / "metadata.csv", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))

@@ -1,7 +1,7 @@
 """Qwen2-Audio-7B shapes on one CUDA GPU, random bf16 weights (no download): what a 7B user pays for the adapter.
 
     python benchmarks/gpu/bench_7b.py [--output benchmarks/results/gpu] [--skip-4bit] [--batch 8] [--seconds 7.5]
-    python benchmarks/gpu/bench_7b.py --tiny --output /tmp/gpu_tiny      # CPU, tiny shapes: keeps the script working
+    python benchmarks/gpu/bench_7b.py --tiny --output outputs/gpu_tiny   # CPU, tiny shapes: keeps the script working
 
 Not run by CI (CI runs ``--tiny``). Measures, in one process and well within 8 minutes on an 80 GB GPU:
 
@@ -316,6 +316,11 @@ def write(results, output: Path):
     print("\n".join(lines))
 
 
+def _settings(args) -> dict:
+    """The run's arguments, less where its results are written (not a setting of the measurement)."""
+    return {k: v for k, v in vars(args).items() if k != "output"}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on the CPU (CI)")
@@ -332,7 +337,7 @@ def main(argv=None) -> dict:
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() and not args.tiny else \
         f"CPU ({platform.machine()}, {os.cpu_count()} cores)"
-    results = {"settings": {**vars(args), "device": device, "torch": torch.__version__,
+    results = {"settings": {**_settings(args), "device": device, "torch": torch.__version__,
                             "transformers": transformers.__version__}}
     start = time.perf_counter()
     try:
