@@ -8,6 +8,7 @@ Every field of the argument dataclasses below and of ``transformers.TrainingArgu
 Runs under ``torchrun``/``accelerate launch`` unchanged (only rank 0 writes).
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -74,6 +75,9 @@ class AdapterArguments:
     scale_init: float | None = field(default=None, metadata={"help": "override the initial scale (0.1)"})
     zero_init: bool | None = field(default=None, metadata={"help": "override: start exactly equal to the base"})
     bottleneck_dim: int | None = field(default=None, metadata={"help": "override the mlp bottleneck"})
+    encoder_layer: int | None = field(default=None, metadata={"help": "place the adapter inside the frozen audio "
+                                                                      "tower, after this many of its layers (unset: "
+                                                                      "after the tower)"})
 
     def to_config(self) -> DomainAdapterConfig:
         overrides = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "adapter_preset"}
@@ -99,6 +103,9 @@ class DataArguments:
                                   metadata={"help": "demo corpus: text kinds (digits, command, sentence)"})
     num_train_utterances: int = field(default=600, metadata={"help": "demo corpus: training utterances"})
     num_eval_utterances: int = field(default=60, metadata={"help": "demo corpus: utterances per eval split"})
+    ldv_draws: int = field(default=1, metadata={"help": "demo corpus: LDV recordings simulated per training "
+                                                         "utterance, each with its own noise, gain, clicks and "
+                                                         "drop-outs (one training row each)"})
     corpus_seed: int = field(default=0, metadata={"help": "demo corpus seed"})
     mic_fraction: float = field(default=0.25, metadata={"help": "share of training rows that are microphone clips "
                                                                 "(keeps the adapter harmless on mic speech); with "
@@ -156,11 +163,17 @@ def build_demo_data(data_args: DataArguments, seed: int):
 
     from modeling_qwen2audio_ldv.simulator import get_condition
 
-    conditions = [data_args.condition] + ([data_args.eval_condition] if data_args.eval_condition else [])
+    if data_args.ldv_draws < 1:
+        raise ValueError(f"--ldv_draws ({data_args.ldv_draws}) must be >= 1")
+    conditions = [get_condition(data_args.condition)]
+    conditions += [get_condition(data_args.eval_condition)] if data_args.eval_condition else []
     # the corpus's `condition` column holds the condition's name (a JSON condition's `name`, not its path)
-    names = [get_condition(c).name for c in conditions]
+    names = [c.name for c in conditions]
+    # further LDV draws of the training condition: the same surface under another name, so each row gets its own
+    # simulator seed; only the first draw is scored (the eval sets do not change with --ldv_draws)
+    draws = [dataclasses.replace(conditions[0], name=f"{names[0]}~draw{k}") for k in range(1, data_args.ldv_draws)]
     corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
-                                 conditions=conditions, kinds=tuple(data_args.text_kinds))
+                                 conditions=conditions + draws, kinds=tuple(data_args.text_kinds))
 
     def rows_of(split: str, name: str):
         rows = corpus[split].filter(lambda c: c == name, input_columns="condition")
@@ -170,6 +183,10 @@ def build_demo_data(data_args: DataArguments, seed: int):
         return rows
 
     train = rows_of("train", names[0])
+    if draws:
+        from datasets import concatenate_datasets
+
+        train = concatenate_datasets([train] + [rows_of("train", d.name) for d in draws])
     test_rows = rows_of("test", names[0])
     eval_sets = {
         "ldv": test_rows.select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"),
@@ -304,10 +321,13 @@ def main(argv: list[str] | None = None) -> dict:
             model.to(training_args.device)
         with training_args.main_process_first(desc="feature cache"):
             # the raw audio is not needed any more: leaving it would decode every clip again at every step
+            # an adapter inside the tower reads its states after `encoder_layer` layers: those are cached for the
+            # input column, the tower's output for the microphone teacher
+            layer = model.config.adapter_config.encoder_layer
             train = build_feature_cache(model, processor, train, audio_columns=columns, cache_dir=cache_dir,
-                                        drop_columns=("audio", "mic_audio"))
+                                        drop_columns=("audio", "mic_audio"), encoder_layers={"audio": layer})
         collator = CachedFeatureCollator(processor, instruction, mic_feature_key="mic_audio_encoder" if distill else None,
-                                         d_model=model.config.audio_config.d_model)
+                                         d_model=model.config.audio_config.d_model, inside_tower=layer is not None)
     else:
         collator = DataCollatorForQwen2AudioLDV(processor=processor, instruction=instruction, mode="train",
                                                 mic_audio_key="mic_audio" if distill else None)

@@ -51,6 +51,13 @@ class DomainAdapterConfig:
             zero, so the adapted model starts exactly equal to the base model. Gradients still flow: the first
             step moves the zeroed affine and the rest follows.
         bottleneck_dim: hidden width of the ``mlp`` adapter.
+        encoder_layer: where the adapter sits. ``None`` (default, the guide's placement): on the audio tower's
+            output, before the projector. An integer ``k``: inside the frozen tower, on its hidden states after
+            its first ``k`` layers (``0``: after the convolutions and position embeddings; the tower's layer count:
+            after its last layer, before its pooling and final LayerNorm); the tower's remaining layers then run
+            on the adapted states. Inside the tower the adapter sees twice the output frame rate, and training
+            back-propagates through the remaining frozen layers (a feature cache then holds the states after
+            layer ``k``).
     """
 
     adapter_type: str = "transformer"
@@ -64,6 +71,7 @@ class DomainAdapterConfig:
     scale_init: float = 0.1
     zero_init: bool = True
     bottleneck_dim: int = 256
+    encoder_layer: int | None = None
 
     def __post_init__(self):
         if self.adapter_type not in ADAPTER_TYPES:
@@ -72,6 +80,10 @@ class DomainAdapterConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` ({value!r}) must be a positive integer")
+        if self.encoder_layer is not None and (isinstance(self.encoder_layer, bool)
+                                               or not isinstance(self.encoder_layer, int) or self.encoder_layer < 0):
+            raise ValueError(f"`encoder_layer` ({self.encoder_layer!r}) must be None (after the audio tower) or a "
+                             "layer count >= 0 (inside it)")
         if self.input_dim is not None and (not isinstance(self.input_dim, int) or self.input_dim < 1):
             raise ValueError(f"`input_dim` ({self.input_dim!r}) must be a positive integer or None")
         if not 0.0 <= float(self.dropout) < 1.0:

@@ -753,7 +753,8 @@ def build_paired_corpus(
     (identical bytes) appears once per condition, next to that condition's LDV clip.
 
     Splits are disjoint in text (every text occurs in one split only) and in voice (:func:`split_voices`).
-    Everything derives from ``seed``: texts from ``make_texts(num_train + 2 * num_eval, seed)``, each
+    Everything derives from ``seed``: texts from ``make_texts(num_train + 2 * num_eval, seed)`` (the first
+    ``num_eval`` for ``test``, the next ``num_eval`` for ``validation``, the rest for ``train``), each
     utterance's voice, rate and pitch and its microphone noise from ``(seed, utterance_id)``, each LDV clip's
     simulator seed from ``(seed, id)``. The same arguments give identical audio bytes, for any ``num_proc``.
 
@@ -832,7 +833,9 @@ def build_paired_corpus(
         synthesize("a" if language == "en" else "一", voice=voice)
 
     texts = make_texts(num_train + 2 * num_eval, seed, kinds=kinds, language=language)
-    offsets = {"train": 0, "validation": num_train, "test": num_train + num_eval}
+    # test texts first, then validation, then train: the eval sets do not move when `num_train` changes (and a
+    # larger `num_eval` extends a smaller one's test set), so runs with more training data score the same clips
+    offsets = {"test": 0, "validation": num_eval, "train": 2 * num_eval}
     folder = Path(cache_dir) if cache_dir is not None else Path(get_temporary_cache_files_directory())
     folder.mkdir(parents=True, exist_ok=True)
     features = corpus_features()

@@ -98,6 +98,10 @@ class MiniBaseSettings:
     # left held-out microphone CER at 40-49% (the model leaned on the templates' wording instead of the audio).
     kinds: tuple[str, ...] = ("digits", "command", "sentence")
     train_voices: tuple[str, ...] = TRAIN_VOICES
+    # None: training clips through the microphone channel (the base). An LDV preset or condition JSON: every training
+    # clip is that condition's simulated LDV recording instead (the "LDV-native" model: what a model of this size
+    # reads from LDV speech when trained on it; the ceiling for a domain adapter on that condition)
+    train_condition: str | None = None
     heldout_voices: tuple[str, ...] = HELDOUT_VOICES
     # encoder positions: 150 = 3 s window (multiple of 50) for the "scratch" encoder; "whisper-base" always uses its
     # own 1500 (Whisper's 30 s window, made cheap by the trimmed tower)
@@ -485,7 +489,7 @@ def build_mini_base(
     from transformers import Qwen2AudioForConditionalGeneration
 
     from .corpus import make_texts
-    from .simulator import DEFAULT_CONDITION
+    from .simulator import DEFAULT_CONDITION, get_condition, simulate_ldv
     from .configuration_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVConfig
     from .modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
     from .testing import build_char_tokenizer, build_corpus_tokenizer, build_processor, transcription_prompt
@@ -497,6 +501,8 @@ def build_mini_base(
     settings = dataclasses.replace(base, seed=seed, **overrides)
     if settings.encoder not in ENCODERS:
         raise ValueError(f"`encoder` must be one of {ENCODERS}, got {settings.encoder!r}")
+    if settings.train_condition is not None:
+        get_condition(settings.train_condition)  # an unknown preset or a bad JSON fails before any work
     if set(settings.train_voices) & set(settings.heldout_voices):
         raise ValueError("`train_voices` and `heldout_voices` must be disjoint")
     torch.set_num_threads(settings.num_threads)
@@ -532,7 +538,11 @@ def build_mini_base(
         if clean.shape[0] > max_samples:
             dropped += 1
             continue
-        clips.append(microphone_channel(clean, _rng(settings.seed, "train-channel", row["id"]), reverb=True))
+        if settings.train_condition is None:
+            clips.append(microphone_channel(clean, _rng(settings.seed, "train-channel", row["id"]), reverb=True))
+        else:
+            clips.append(simulate_ldv(clean, SAMPLE_RATE, settings.train_condition,
+                                      seed=int(_rng(settings.seed, "train-ldv", row["id"]).integers(2**31))))
         kept_rows.append(row)
     heldout_clean = [render_clean(row) for row in heldout_rows]
     heldout_long = sum(clip.shape[0] > max_samples for clip in heldout_clean)
@@ -910,6 +920,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--kinds", nargs="+", default=list(defaults.kinds), help="text kinds: digits command sentence"
     )
+    parser.add_argument(
+        "--train-condition", default=None,
+        help="train on this LDV condition's simulated recordings instead of microphone speech (preset name or "
+        "condition JSON): the LDV-native reference model, the ceiling for an adapter on that condition",
+    )
     parser.set_defaults(func=run_build_mini_base)
 
 
@@ -926,5 +941,6 @@ def run_build_mini_base(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
         kinds=tuple(args.kinds),
+        train_condition=args.train_condition,
     )
     return 0

@@ -73,11 +73,13 @@ class DomainAdapterOutput(ModelOutput):
         attentions: one ``(batch, heads, frames, frames)`` map per layer (transformer adapter), over the valid
             frames of the batch (``frames`` = longest valid length).
         gate: gate values ``(batch, frames, d_model)`` in (0, 1), ``None`` without a gate.
+        output_lengths: valid frames per clip of ``hidden_states`` (the model's audio-only call).
     """
 
     hidden_states: torch.Tensor | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     gate: torch.Tensor | None = None
+    output_lengths: torch.LongTensor | None = None
 
 
 @dataclass
@@ -289,10 +291,15 @@ class MLPDomainAdapter(_DomainAdapterBase):
 _ADAPTER_CLASSES = {"transformer": TransformerDomainAdapter, "mlp": MLPDomainAdapter}
 
 
-def build_domain_adapter(config: DomainAdapterConfig, input_dim: int) -> nn.Module | None:
-    """The adapter module for ``config`` (``None`` for ``adapter_type="none"``)."""
+def build_domain_adapter(config: DomainAdapterConfig, input_dim: int, encoder_layers: int | None = None
+                         ) -> nn.Module | None:
+    """The adapter module for ``config`` (``None`` for ``adapter_type="none"``); ``encoder_layers``: the tower's
+    layer count, the largest ``encoder_layer`` an adapter inside it may have."""
     if config.input_dim is not None and config.input_dim != input_dim:
         raise ValueError(f"adapter `input_dim` ({config.input_dim}) differs from the encoder's d_model ({input_dim})")
+    if config.encoder_layer is not None and encoder_layers is not None and config.encoder_layer > encoder_layers:
+        raise ValueError(f"adapter `encoder_layer` ({config.encoder_layer}) is past the audio tower's "
+                         f"{encoder_layers} layers (0..{encoder_layers}, or None for after the tower)")
     if config.adapter_type == "none":
         return None
     return _ADAPTER_CLASSES[config.adapter_type](config, input_dim)
@@ -309,11 +316,93 @@ def execution_device(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
+def _frame_attention_mask(audio_tower: nn.Module, frame_lengths: torch.Tensor, frames: int, device) -> torch.Tensor:
+    """The stock bidirectional mask over ``frames`` convolution frames, ``frame_lengths`` valid per clip."""
+    frame_mask = torch.arange(frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]
+    dummy = torch.zeros((frame_lengths.shape[0], frames, 1), dtype=audio_tower.conv1.weight.dtype, device=device)
+    return create_bidirectional_mask(config=audio_tower.config, inputs_embeds=dummy, attention_mask=frame_mask.long())
+
+
+def _run_tower_layers(audio_tower: nn.Module, hidden: torch.Tensor, attention_mask, start: int = 0,
+                      stop: int | None = None) -> torch.Tensor:
+    for layer in audio_tower.layers[start:stop]:
+        if audio_tower.training and audio_tower.layerdrop > 0.0 and torch.rand([]) < audio_tower.layerdrop:
+            continue
+        hidden = layer(hidden, attention_mask)
+    return hidden
+
+
+def pooled_lengths(frame_lengths: torch.Tensor) -> torch.Tensor:
+    """Valid output frames of the tower for ``frame_lengths`` valid frames inside it (its 2x average pooling)."""
+    return (frame_lengths - 2) // 2 + 1
+
+
+def _check_layer(audio_tower: nn.Module, layer: int) -> None:
+    if not 0 <= layer <= len(audio_tower.layers):
+        raise ValueError(f"encoder_layer ({layer}) must be between 0 and the tower's {len(audio_tower.layers)} layers")
+
+
+def _tower_lengths(audio_tower: nn.Module, input_features: torch.Tensor, feature_attention_mask: torch.Tensor,
+                   trim: bool) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+    """Valid frames inside the tower and at its output per clip, the mel frames the pass uses (the batch's longest
+    valid length plus two when trimming) and the padded mel frames."""
+    mel_lengths = feature_attention_mask.sum(-1)
+    frame_lengths, output_lengths = audio_tower._get_feat_extract_output_lengths(mel_lengths)
+    batch, _, mel_frames = input_features.shape
+    expected = audio_tower.config.max_source_positions * audio_tower.conv1.stride[0] * audio_tower.conv2.stride[0]
+    if mel_frames != expected:
+        raise ValueError(f"input_features must have {expected} mel frames (the processor pads to it), got {mel_frames}")
+    used = min(mel_frames, 2 * int(frame_lengths.max().item()) + 2) if trim and batch else mel_frames
+    return frame_lengths, output_lengths, used, mel_frames
+
+
+def encode_audio_to_layer(
+    audio_tower: nn.Module,
+    input_features: torch.Tensor,
+    feature_attention_mask: torch.Tensor,
+    layer: int,
+    trim: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tower's hidden states after its first ``layer`` layers, where an adapter inside the tower reads them.
+
+    Returns ``(batch, frames, d_model)`` at the tower's internal frame rate (two per output frame; ``frames`` is the
+    batch's longest valid length plus one when ``trim``, else the padded 1500) and the valid frames per clip
+    ``(batch,)``. The same operations as the first part of :func:`encode_audio`.
+    """
+    _check_layer(audio_tower, layer)
+    frame_lengths, _, used, _ = _tower_lengths(audio_tower, input_features, feature_attention_mask, trim)
+    conv_frames = (used - 1) // 2 + 1
+    attention_mask = _frame_attention_mask(audio_tower, frame_lengths, conv_frames, input_features.device)
+    features = input_features[:, :, :used].to(dtype=audio_tower.conv1.weight.dtype,
+                                              device=execution_device(audio_tower.conv1))
+    hidden = F.gelu(audio_tower.conv1(features))
+    hidden = F.gelu(audio_tower.conv2(hidden)).permute(0, 2, 1)
+    positions = torch.arange(conv_frames, device=execution_device(audio_tower.embed_positions))
+    hidden = hidden + audio_tower.embed_positions(positions).to(hidden.device)  # == weight[:conv_frames], hooked
+    hidden = F.dropout(hidden, p=audio_tower.dropout, training=audio_tower.training)
+    return _run_tower_layers(audio_tower, hidden, attention_mask, 0, layer), frame_lengths
+
+
+def finish_audio_tower(
+    audio_tower: nn.Module, hidden: torch.Tensor, frame_lengths: torch.Tensor, layer: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rest of the tower from its hidden states after ``layer`` layers: the remaining layers, the 2x pooling
+    and the final LayerNorm. Returns the tower's output ``(batch, frames // 2, d_model)`` and its valid lengths."""
+    _check_layer(audio_tower, layer)
+    frame_lengths = frame_lengths.to(hidden.device)
+    attention_mask = _frame_attention_mask(audio_tower, frame_lengths, hidden.shape[1], hidden.device)
+    hidden = _run_tower_layers(audio_tower, hidden.to(audio_tower.conv1.weight.dtype), attention_mask, layer)
+    hidden = audio_tower.avg_pooler(hidden.permute(0, 2, 1)).permute(0, 2, 1)
+    return audio_tower.layer_norm(hidden), pooled_lengths(frame_lengths)
+
+
 def encode_audio(
     audio_tower: nn.Module,
     input_features: torch.Tensor,
     feature_attention_mask: torch.Tensor,
     trim: bool = True,
+    adapt=None,
+    adapt_after: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run the Qwen2-Audio encoder; returns features ``(batch, frames, d_model)`` and valid lengths ``(batch,)``.
 
@@ -324,37 +413,31 @@ def encode_audio(
     so the valid frames' outputs are the same; the output then has fewer (padded) frames. The trimmed pass calls
     the tower's submodules (and reads the position table through its ``nn.Embedding``), so accelerate's hooks load
     offloaded weights (``device_map`` with ``cpu``/``disk`` offload) as in a normal forward.
+
+    ``adapt(hidden, frame_lengths) -> hidden`` with ``adapt_after = k``: an adapter inside the tower, applied to
+    the hidden states after its first ``k`` layers; the remaining layers then run on its output. The first ``k``
+    layers run without autograd when none of their weights trains (they are frozen: nothing flows back into them).
     """
-    mel_lengths = feature_attention_mask.sum(-1)
-    feat_lengths, output_lengths = audio_tower._get_feat_extract_output_lengths(mel_lengths)
-    batch, _, mel_frames = input_features.shape
-    expected = audio_tower.config.max_source_positions * audio_tower.conv1.stride[0] * audio_tower.conv2.stride[0]
-    if mel_frames != expected:
-        raise ValueError(f"input_features must have {expected} mel frames (the processor pads to it), got {mel_frames}")
-    used = min(mel_frames, 2 * int(feat_lengths.max().item()) + 2) if trim and batch else mel_frames
-    conv_frames = (used - 1) // 2 + 1
-    frame_mask = torch.arange(conv_frames, device=feat_lengths.device)[None, :] < feat_lengths[:, None]
-    dummy = torch.zeros((batch, conv_frames, 1), dtype=audio_tower.conv1.weight.dtype, device=input_features.device)
-    attention_mask = create_bidirectional_mask(
-        config=audio_tower.config, inputs_embeds=dummy, attention_mask=frame_mask.long()
-    )
+    if adapt is not None:
+        if adapt_after is None:
+            raise ValueError("encode_audio(adapt=...) needs adapt_after (the layer count the adapter follows)")
+        prefix = [audio_tower.conv1, audio_tower.conv2, *audio_tower.layers[:adapt_after]]
+        grad = torch.is_grad_enabled() and any(p.requires_grad for m in prefix for p in m.parameters())
+        with torch.set_grad_enabled(grad):
+            hidden, frame_lengths = encode_audio_to_layer(audio_tower, input_features, feature_attention_mask,
+                                                          adapt_after, trim=trim)
+        return finish_audio_tower(audio_tower, adapt(hidden, frame_lengths), frame_lengths, adapt_after)
+    feat_lengths, output_lengths, used, mel_frames = _tower_lengths(audio_tower, input_features,
+                                                                    feature_attention_mask, trim)
     if used == mel_frames:
+        conv_frames = (used - 1) // 2 + 1
+        attention_mask = _frame_attention_mask(audio_tower, feat_lengths, conv_frames, input_features.device)
         hidden = audio_tower(input_features, attention_mask=attention_mask).last_hidden_state
         return hidden, output_lengths
-
-    features = input_features[:, :, :used].to(dtype=audio_tower.conv1.weight.dtype,
-                                              device=execution_device(audio_tower.conv1))
-    hidden = F.gelu(audio_tower.conv1(features))
-    hidden = F.gelu(audio_tower.conv2(hidden)).permute(0, 2, 1)
-    positions = torch.arange(conv_frames, device=execution_device(audio_tower.embed_positions))
-    hidden = hidden + audio_tower.embed_positions(positions).to(hidden.device)  # == weight[:conv_frames], hooked
-    hidden = F.dropout(hidden, p=audio_tower.dropout, training=audio_tower.training)
-    for layer in audio_tower.layers:
-        if audio_tower.training and audio_tower.layerdrop > 0.0 and torch.rand([]) < audio_tower.layerdrop:
-            continue
-        hidden = layer(hidden, attention_mask)
-    hidden = audio_tower.avg_pooler(hidden.permute(0, 2, 1)).permute(0, 2, 1)
-    return audio_tower.layer_norm(hidden), output_lengths
+    layers = len(audio_tower.layers)
+    hidden, frame_lengths = encode_audio_to_layer(audio_tower, input_features, feature_attention_mask, layers, trim)
+    hidden, _ = finish_audio_tower(audio_tower, hidden, frame_lengths, layers)
+    return hidden, output_lengths
 
 
 def _is_pickle(path: str) -> bool:
@@ -492,7 +575,8 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         self.post_init()
 
     def _init_domain_adapter_state(self) -> None:
-        self.domain_adapter = build_domain_adapter(self.config.adapter_config, self.config.audio_config.d_model)
+        self.domain_adapter = build_domain_adapter(self.config.adapter_config, self.config.audio_config.d_model,
+                                                   self.config.audio_config.encoder_layers)
         self.domain_adapter_bank = nn.ModuleDict()  # named adapters that are loaded but not active
         self.domain_adapter_configs = {DEFAULT_ADAPTER_NAME: self.config.adapter_config}
         self.active_domain_adapter = DEFAULT_ADAPTER_NAME
@@ -515,14 +599,8 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
     def _known_domains(self) -> list[str]:
         return [MIC_DOMAIN, LDV_DOMAIN, self.active_domain_adapter, *self.domain_adapter_bank.keys()]
 
-    def apply_domain_adapter(
-        self,
-        audio_hidden_states: torch.Tensor,
-        audio_output_lengths: torch.Tensor,
-        audio_domain: list[str] | str | None = None,
-    ) -> torch.Tensor:
-        """Adapt encoder features ``(num_audios, frames, d_model)`` with valid lengths ``(num_audios,)``."""
-        num_audios, frames, _ = audio_hidden_states.shape
+    def _domains(self, audio_domain: list[str] | str | None, num_audios: int) -> list[str]:
+        """``audio_domain`` as one checked name per audio."""
         if audio_domain is None:
             audio_domain = [LDV_DOMAIN] * num_audios
         elif isinstance(audio_domain, str):
@@ -532,6 +610,47 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         for name in audio_domain:
             if name != MIC_DOMAIN:
                 self._adapter_for(name)  # raises on unknown names before any work
+        return list(audio_domain)
+
+    def _routed_encoder_layer(self, audio_domain: list[str] | str | None, num_audios: int) -> int | None:
+        """Where the adapters this batch is routed to sit: ``None`` after the tower (or when no adapter runs), else
+        the layer count inside the tower (``DomainAdapterConfig.encoder_layer``)."""
+        domains = self._domains(audio_domain, num_audios)
+        if not self._domain_adapter_enabled:
+            return None
+        adapters = [self._adapter_for(name) for name in set(domains) if name != MIC_DOMAIN]
+        layers = {adapter.config.encoder_layer for adapter in adapters if adapter is not None}
+        if len(layers) > 1:
+            raise ValueError(f"audio_domain {sorted(set(domains))} routes one batch to adapters at different places "
+                             f"(encoder_layer {sorted(layers, key=str)}); transcribe them in separate batches")
+        return next(iter(layers), None)
+
+    def _cached_features_layer(self) -> int | None:
+        """Where ``audio_encoder_hidden_states`` (a feature cache) come from: the active adapter's place
+        (``None``: the tower's output; ``k``: its hidden states after ``k`` layers)."""
+        return self.domain_adapter_configs[self.active_domain_adapter].encoder_layer
+
+    def _adapt_tower_states(self, hidden, lengths, audio_domain):
+        """Cached tower states (taken where the active adapter reads them) -> adapted tower output and lengths."""
+        layer = self._cached_features_layer()
+        if layer is None:
+            return self.apply_domain_adapter(hidden.to(self._projector_compute_dtype()), lengths, audio_domain), lengths
+        routed = self._routed_encoder_layer(audio_domain, hidden.shape[0])
+        if routed not in (None, layer):
+            raise ValueError(f"the cached states were taken after encoder layer {layer} (the active adapter's place); "
+                             f"audio_domain routes them to an adapter at encoder_layer {routed}")
+        adapted = self.apply_domain_adapter(hidden, lengths, audio_domain)
+        return finish_audio_tower(self.model.audio_tower, adapted, lengths, layer)
+
+    def apply_domain_adapter(
+        self,
+        audio_hidden_states: torch.Tensor,
+        audio_output_lengths: torch.Tensor,
+        audio_domain: list[str] | str | None = None,
+    ) -> torch.Tensor:
+        """Adapt encoder features ``(num_audios, frames, d_model)`` with valid lengths ``(num_audios,)``."""
+        num_audios, frames, _ = audio_hidden_states.shape
+        audio_domain = self._domains(audio_domain, num_audios)
         if not self._domain_adapter_enabled:
             return audio_hidden_states
         mask = torch.arange(frames, device=audio_hidden_states.device)[None, :] < audio_output_lengths.to(
@@ -572,6 +691,11 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
             raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
         return_dict = return_dict if return_dict is not None else self.config.use_return_dict
         record = bool(output_hidden_states) or bool(output_attentions)
+        layer = self._routed_encoder_layer(audio_domain, input_features.shape[0])
+        if record and layer is not None:
+            raise ValueError("output_hidden_states / output_attentions record the stock tower's pass, which an "
+                             f"adapter inside the tower (encoder_layer {layer}) changes; call it inside "
+                             "`with model.disable_domain_adapter():`, or with audio_domain='mic'")
         tower_outputs = None
         if record:
             _, lengths = tower._get_feat_extract_output_lengths(feature_attention_mask.sum(-1))
@@ -585,10 +709,16 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
             tower_outputs = tower(input_features, attention_mask=mask, output_hidden_states=output_hidden_states,
                                   output_attentions=output_attentions, return_dict=True)
             hidden = tower_outputs.last_hidden_state
+        elif layer is not None:  # the adapter inside the tower: its remaining layers run on the adapted states
+            hidden, lengths = encode_audio(
+                tower, input_features, feature_attention_mask, trim=self.config.trim_audio_tower,
+                adapt=lambda states, frame_lengths: self.apply_domain_adapter(states, frame_lengths, audio_domain),
+                adapt_after=layer)
         else:
             hidden, lengths = encode_audio(tower, input_features, feature_attention_mask,
                                            trim=self.config.trim_audio_tower)
-        hidden = self.apply_domain_adapter(hidden, lengths, audio_domain)
+        if layer is None:
+            hidden = self.apply_domain_adapter(hidden, lengths, audio_domain)
         output = Qwen2AudioLDVAudioFeaturesOutput(
             last_hidden_state=hidden,
             pooler_output=audio_model.multi_modal_projector(hidden),
@@ -608,13 +738,14 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         return compute if isinstance(compute, torch.dtype) else self.get_input_embeddings().weight.dtype
 
     def _merge_audio(
-        self, input_ids, input_features, feature_attention_mask, audio_domain, encoder_outputs=None
+        self, input_ids, input_features, feature_attention_mask, audio_domain, encoder_outputs=None, adapted=False
     ) -> torch.Tensor:
         inputs_embeds = self.get_input_embeddings()(input_ids)
-        if encoder_outputs is not None:  # precomputed (cached) tower outputs: the tower is frozen
+        if encoder_outputs is not None:  # precomputed (cached) tower states: the tower is frozen
             hidden, lengths = encoder_outputs
-            hidden = self.apply_domain_adapter(hidden.to(self._projector_compute_dtype()), lengths, audio_domain)
-            audio_features = self.model.multi_modal_projector(hidden)
+            if not adapted:
+                hidden, lengths = self._adapt_tower_states(hidden, lengths, audio_domain)
+            audio_features = self.model.multi_modal_projector(hidden.to(self._projector_compute_dtype()))
         else:
             if feature_attention_mask is None:
                 raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
@@ -653,6 +784,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         audio_domain: list[str] | str | None = None,
         audio_encoder_hidden_states: torch.Tensor | None = None,
         audio_encoder_lengths: torch.LongTensor | None = None,
+        audio_features_adapted: bool = False,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ):
@@ -661,8 +793,13 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         audio_domain (`list[str]` or `str`, *optional*):
             Per audio: ``"ldv"`` (default, the active adapter), ``"mic"`` (no adapter) or a loaded adapter's name.
         audio_encoder_hidden_states (`torch.Tensor` of shape `(num_audios, frames, d_model)`, *optional*):
-            Precomputed outputs of the frozen audio tower (a feature cache), used instead of ``input_features``;
-            requires ``audio_encoder_lengths`` ``(num_audios,)``, the valid frames of each.
+            Precomputed states of the frozen audio tower (a feature cache), used instead of ``input_features``;
+            requires ``audio_encoder_lengths`` ``(num_audios,)``, the valid frames of each. They are taken where the
+            active adapter reads them: the tower's output, or for an adapter inside the tower
+            (``encoder_layer = k``) its hidden states after ``k`` layers (the rest of the tower then runs here).
+        audio_features_adapted (`bool`, *optional*, defaults to `False`):
+            ``audio_encoder_hidden_states`` are already the adapted tower output (as the audio-only call returns
+            them, with its ``output_lengths``): the projector reads them as they are, no adapter runs.
         logits_to_keep (`int` or `torch.Tensor`, *optional*):
             As in transformers' causal LMs: ``0`` (default) all positions, ``n`` the last ``n``, a 1-D tensor the
             sequence indices to keep. Also a 2-D bool mask ``(batch, seq)``: the head runs on the selected positions
@@ -671,9 +808,12 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
             full-vocabulary head on the prompt and audio positions, which carry no labels.
 
         With audio and no ``input_ids``, returns a [`DomainAdapterOutput`] whose ``hidden_states`` are the adapted
-        encoder features ``(num_audios, frames, d_model)`` (no projector, no language model).
+        encoder features ``(num_audios, frames, d_model)`` and ``output_lengths`` their valid frames (no projector,
+        no language model).
         """
         if input_ids is None and inputs_embeds is None:
+            if audio_features_adapted:
+                raise ValueError("audio_features_adapted=True needs input_ids: the audio-only call adapts features")
             return self._adapt_audio_only(input_features, feature_attention_mask, audio_encoder_hidden_states,
                                           audio_encoder_lengths, audio_domain)
         has_audio = input_features is not None or audio_encoder_hidden_states is not None
@@ -684,7 +824,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
                     raise ValueError("audio_encoder_lengths is required with audio_encoder_hidden_states")
                 encoder_outputs = (audio_encoder_hidden_states, audio_encoder_lengths)
             inputs_embeds = self._merge_audio(input_ids, input_features, feature_attention_mask, audio_domain,
-                                              encoder_outputs)
+                                              encoder_outputs, adapted=audio_features_adapted)
             input_ids = None
         if not (isinstance(logits_to_keep, int) and logits_to_keep == 0):
             return self._forward_selected_logits(input_ids, attention_mask, position_ids, cache, inputs_embeds, labels,
@@ -747,14 +887,27 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
                 raise ValueError("pass input_ids (and audio), or audio alone: input_features + feature_attention_mask "
                                  "or audio_encoder_hidden_states + audio_encoder_lengths")
             tower = self.model.audio_tower
+            device = execution_device(tower)
+            input_features, feature_attention_mask = input_features.to(device), feature_attention_mask.to(device)
+            layer = self._routed_encoder_layer(audio_domain, input_features.shape[0])
+            if layer is not None:  # gradients flow through the tower's remaining (frozen) layers into the adapter
+                adapted, lengths = encode_audio(
+                    tower, input_features, feature_attention_mask, trim=self.config.trim_audio_tower,
+                    adapt=lambda states, frame_lengths: self.apply_domain_adapter(states, frame_lengths, audio_domain),
+                    adapt_after=layer)
+                return DomainAdapterOutput(hidden_states=adapted, output_lengths=lengths)
             with torch.no_grad():
-                device = execution_device(tower)
-                hidden, lengths = encode_audio(tower, input_features.to(device), feature_attention_mask.to(device),
+                hidden, lengths = encode_audio(tower, input_features, feature_attention_mask,
                                                trim=self.config.trim_audio_tower)
-        elif lengths is None:
+            return DomainAdapterOutput(hidden_states=self.apply_domain_adapter(hidden, lengths, audio_domain),
+                                       output_lengths=lengths)
+        if lengths is None:
             raise ValueError("audio_encoder_lengths is required with audio_encoder_hidden_states")
-        adapted = self.apply_domain_adapter(hidden, lengths, audio_domain)
-        return DomainAdapterOutput(hidden_states=adapted)
+        if self._cached_features_layer() is None:
+            return DomainAdapterOutput(hidden_states=self.apply_domain_adapter(hidden, lengths, audio_domain),
+                                       output_lengths=lengths)
+        adapted, lengths = self._adapt_tower_states(hidden, lengths, audio_domain)
+        return DomainAdapterOutput(hidden_states=adapted, output_lengths=lengths)
 
     # ------------------------------------------------------------------------------------------------- control
     def adapters_to_float32(self) -> "Qwen2AudioLDVForConditionalGeneration":
@@ -863,7 +1016,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
                 f"{path_or_repo}: adapter was trained for an audio encoder with d_model {saved_dim}, "
                 f"this model's encoder has d_model {own_dim}"
             )
-        module = build_domain_adapter(adapter_config, own_dim)
+        module = build_domain_adapter(adapter_config, own_dim, self.config.audio_config.encoder_layers)
         if module is None:
             raise ValueError(f"{path_or_repo}: adapter_type 'none' has no weights to load")
         _load_adapter_state(module, load_file(weights), weights)
@@ -888,7 +1041,8 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         """
         self._check_new_adapter_name(adapter_name)
         config = _as_adapter_config(config) or DomainAdapterConfig()
-        module = build_domain_adapter(config, self.config.audio_config.d_model)
+        module = build_domain_adapter(config, self.config.audio_config.d_model,
+                                      self.config.audio_config.encoder_layers)
         if module is None:
             raise ValueError("adapter_type 'none' has no parameters; nothing to add")
         self.domain_adapter_bank[adapter_name] = module.to(device=next(self.parameters()).device)
@@ -962,7 +1116,8 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         self._check_new_adapter_name(adapter_name)
         adapter_config = (_as_adapter_config(adapter_config)
                           or self.domain_adapter_configs[self.active_domain_adapter])
-        module = build_domain_adapter(adapter_config, self.config.audio_config.d_model)
+        module = build_domain_adapter(adapter_config, self.config.audio_config.d_model,
+                                      self.config.audio_config.encoder_layers)
         if module is None:
             raise ValueError(f"{path}: the active adapter has adapter_type 'none'; pass adapter_config=... (the "
                              f"configuration the weights were trained with)")

@@ -30,6 +30,8 @@ from .modeling_qwen2audio_ldv import (
     Qwen2AudioLDVForConditionalGeneration,
     _load_adapter_state,
     encode_audio,
+    encode_audio_to_layer,
+    pooled_lengths,
     execution_device,
 )
 
@@ -126,7 +128,8 @@ class DomainAdapterTrainer(Trainer):
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
         self._step_distill_frames = None
         if "distill" in self.objective:
-            frames = sum(_valid_frames(batch).sum() for batch in batch_samples)
+            inside = self.accelerator.unwrap_model(self.model)._cached_features_layer() is not None
+            frames = sum(_valid_frames(batch, inside).sum() for batch in batch_samples)
             frames = torch.as_tensor(frames, device=device)
             if self.args.world_size > 1:
                 frames = self.accelerator.gather(frames.reshape(1)).sum()
@@ -155,8 +158,9 @@ class DomainAdapterTrainer(Trainer):
                                            inputs["audio_encoder_lengths"])
         if "lm" in self.objective.split("+"):
             labels = inputs.pop("labels")
-            lm_inputs = inputs if student is None else {**inputs, "audio_encoder_hidden_states": student,
-                                                        "audio_domain": "mic"}
+            lm_inputs = inputs if student is None else {**inputs, "audio_encoder_hidden_states": student[0],
+                                                        "audio_encoder_lengths": student[1],
+                                                        "audio_features_adapted": True}
             # the head (and its full-vocabulary float logits) only on positions whose next token is supervised: the
             # prompt and the audio run carry no labels
             supervised = labels[:, 1:] != -100
@@ -180,16 +184,20 @@ class DomainAdapterTrainer(Trainer):
             loss = distill if loss is None else loss + self.distill_weight * distill
         return (loss, outputs) if return_outputs else loss
 
-    def _adapter_output(self, model, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """The active adapter on frozen-tower features, through the (possibly DDP-wrapped) model's forward so that
-        gradients are synchronised across processes."""
+    def _adapter_output(self, model, hidden: torch.Tensor, lengths: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The active adapter on frozen-tower states (and, for an adapter inside the tower, the tower's remaining
+        layers), through the (possibly DDP-wrapped) model's forward so that gradients are synchronised across
+        processes. Returns the adapted tower output and its valid lengths."""
         unwrapped = self.accelerator.unwrap_model(model)
-        return model(audio_encoder_hidden_states=hidden.to(unwrapped.domain_adapter.scale.dtype),
-                     audio_encoder_lengths=lengths).hidden_states
+        output = model(audio_encoder_hidden_states=hidden.to(unwrapped.domain_adapter.scale.dtype),
+                       audio_encoder_lengths=lengths)
+        return output.hidden_states, output.output_lengths
 
-    def _distill(self, model, inputs, extra, student: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed distillation loss over valid frames, and the number of valid frames (``student``: the adapter's
-        output when already computed from the cached features)."""
+    def _distill(self, model, inputs, extra, student=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed distillation loss over valid output frames, and their number (``student``: the adapted tower
+        output and lengths when already computed from the cached features). The teacher is the frozen tower's
+        output on the paired microphone clip, wherever the adapter sits."""
         unwrapped = self.accelerator.unwrap_model(model)
         if "audio_encoder_hidden_states" in inputs and "mic_audio_encoder_hidden_states" in extra:
             student_in, lengths = inputs["audio_encoder_hidden_states"], inputs["audio_encoder_lengths"]
@@ -197,17 +205,21 @@ class DomainAdapterTrainer(Trainer):
         elif "mic_input_features" in extra:
             tower = unwrapped.model.audio_tower
             trim = unwrapped.config.trim_audio_tower
+            layer = unwrapped._cached_features_layer()
             with torch.no_grad():
-                student_in, lengths = encode_audio(tower, inputs["input_features"], inputs["feature_attention_mask"],
-                                                   trim=trim)
+                if layer is None:
+                    student_in, lengths = encode_audio(tower, inputs["input_features"],
+                                                       inputs["feature_attention_mask"], trim=trim)
+                else:  # the adapter's input inside the tower; the rest of the tower runs with the adapter
+                    student_in, lengths = encode_audio_to_layer(tower, inputs["input_features"],
+                                                                inputs["feature_attention_mask"], layer, trim=trim)
                 teacher, _ = encode_audio(tower, extra["mic_input_features"], extra["mic_feature_attention_mask"],
                                           trim=trim)
         else:
             raise ValueError("the distill objective needs paired data (a mic_audio column)")
-        if student is None:
-            student = self._adapter_output(model, student_in, lengths)
-        frames = lengths.sum()
-        return distillation_loss(student, teacher, lengths, self.distill_kind) * frames, frames
+        student, out_lengths = self._adapter_output(model, student_in, lengths) if student is None else student
+        frames = out_lengths.sum()
+        return distillation_loss(student, teacher, out_lengths, self.distill_kind) * frames, frames
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -251,10 +263,12 @@ class _quantized_base_with_adapter:
         return False
 
 
-def _valid_frames(batch) -> torch.Tensor:
-    """Valid encoder frames per clip of a collated batch (cached or from audio)."""
+def _valid_frames(batch, inside_tower: bool = False) -> torch.Tensor:
+    """Valid tower output frames per clip of a collated batch (cached or from audio): the frames distillation
+    compares. ``inside_tower``: cached states of an adapter inside the tower (two per output frame)."""
     if "audio_encoder_lengths" in batch:
-        return batch["audio_encoder_lengths"]
+        lengths = batch["audio_encoder_lengths"]
+        return pooled_lengths(lengths) if inside_tower else lengths
     mel = batch["feature_attention_mask"].sum(-1)
     return ((mel - 1) // 2 + 1 - 2) // 2 + 1
 
@@ -329,13 +343,18 @@ def _tensor_digest(tensor: torch.Tensor) -> bytes:
     return head + ",".join(map(str, sums)).encode() + sample.tobytes()
 
 
-def feature_cache_fingerprint(model, feature_extractor, dataset, audio_columns, batch_size: int = 64) -> str:
-    """A key over the base model (every audio-tower weight), the feature extractor, the trim setting and every clip.
+def feature_cache_fingerprint(model, feature_extractor, dataset, audio_columns, batch_size: int = 64,
+                              encoder_layers=None) -> str:
+    """A key over the base model (every audio-tower weight), the feature extractor, the trim setting, where each
+    column is taken (``encoder_layers``) and every clip.
 
     Any change of a tower weight, a feature-extractor setting or a clip's samples gives another cache. The clips are
     read in batches of ``batch_size`` (the corpus is never decoded into memory at once).
     """
     digest = hashlib.sha256()
+    layers = {column: (encoder_layers or {}).get(column) for column in audio_columns}
+    if any(layer is not None for layer in layers.values()):  # keys of tower-output caches stay as they were
+        digest.update(json.dumps(layers, sort_keys=True).encode())
     digest.update(str(model.config.base_model_name_or_path or model.config.name_or_path).encode())
     digest.update(json.dumps(model.config.audio_config.to_dict(), sort_keys=True, default=str).encode())
     digest.update(f"trim={bool(getattr(model.config, 'trim_audio_tower', True))}".encode())
@@ -382,8 +401,12 @@ def _tower_device(tower) -> torch.device:
 
 @torch.no_grad()
 def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cache_dir=None, batch_size=16,
-                        progress=True, device=None, drop_columns=()):
+                        progress=True, device=None, drop_columns=(), encoder_layers=None):
     """Add the frozen tower's outputs for each audio column as ``<column>_encoder`` (float16, valid frames only).
+
+    ``encoder_layers``: ``{column: k}`` caches that column's hidden states after the tower's first ``k`` layers
+    instead (the input of an adapter inside the tower, ``DomainAdapterConfig.encoder_layer``; two frames per output
+    frame); a column not named, or named with ``None``, holds the tower's output.
 
     The tower runs on ``device`` (default: where it is; ``train_hf.py`` moves the model to the training device
     first, so a GPU encodes the corpus). The features are written to a memory-mapped Arrow file
@@ -413,10 +436,15 @@ def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cac
         tower.to(device)
         try:
             return build_feature_cache(model, processor, dataset, audio_columns, cache_dir, batch_size, progress,
-                                       drop_columns=drop_columns)
+                                       drop_columns=drop_columns, encoder_layers=encoder_layers)
         finally:
             tower.to(home)
-    fingerprint = feature_cache_fingerprint(model, processor.feature_extractor, dataset, audio_columns, batch_size)
+    layers = {column: (encoder_layers or {}).get(column) for column in audio_columns}
+    unknown = sorted(set(encoder_layers or {}) - set(audio_columns))
+    if unknown:
+        raise ValueError(f"encoder_layers names columns {unknown} that are not among audio_columns {audio_columns}")
+    fingerprint = feature_cache_fingerprint(model, processor.feature_extractor, dataset, audio_columns, batch_size,
+                                            encoder_layers=layers)
     if cache_dir:
         path = os.path.join(cache_dir, fingerprint)
         if os.path.isfile(os.path.join(path, _CACHE_FILE)):
@@ -444,9 +472,14 @@ def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cac
                     inputs = processor.feature_extractor([_audio_array(r) for r in batch[column]], sampling_rate=16000,
                                                          return_attention_mask=True, padding="max_length",
                                                          return_tensors="pt")
-                    hidden, lengths = encode_audio(tower, inputs["input_features"].to(device, dtype),
-                                                   inputs["attention_mask"].to(device),
-                                                   trim=model.config.trim_audio_tower)
+                    if layers[column] is None:
+                        hidden, lengths = encode_audio(tower, inputs["input_features"].to(device, dtype),
+                                                       inputs["attention_mask"].to(device),
+                                                       trim=model.config.trim_audio_tower)
+                    else:
+                        hidden, lengths = encode_audio_to_layer(tower, inputs["input_features"].to(device, dtype),
+                                                                inputs["attention_mask"].to(device), layers[column],
+                                                                trim=model.config.trim_audio_tower)
                     hidden = hidden.to(torch.float16).cpu().numpy()
                     encoded[name] = [hidden[row, :length].reshape(-1) for row, length in enumerate(lengths.tolist())]
                 writer.write_batch(encoded)
@@ -478,6 +511,9 @@ class CachedFeatureCollator:
     text_key: str = "text"
     mic_feature_key: str | None = None
     d_model: int = 0  # the audio encoder's width
+    # the cached features are the tower's states before its 2x pooling (an adapter inside the tower): one <|AUDIO|>
+    # token per output frame, (frames - 2) // 2 + 1 of them
+    inside_tower: bool = False
 
     def _frames(self, flat) -> torch.Tensor:
         """A cached clip: flat ``(frames * d_model,)`` float16 -> ``(frames, d_model)`` float32.
@@ -505,8 +541,9 @@ class CachedFeatureCollator:
         features = [self._frames(e[self.feature_key]) for e in examples]
         lengths = torch.tensor([f.shape[0] for f in features])
         sequences, prompt_lengths = [], []
-        for feature in features:
-            expanded = prompt.replace(audio_token, audio_token * feature.shape[0])
+        tokens = pooled_lengths(lengths) if self.inside_tower else lengths
+        for count in tokens.tolist():
+            expanded = prompt.replace(audio_token, audio_token * count)
             prompt_lengths.append(len(tokenizer(expanded, add_special_tokens=False)["input_ids"]))
             sequences.append(expanded)
         texts = [s + e[self.text_key] + self._end_token for s, e in zip(sequences, examples)]

@@ -129,3 +129,37 @@ def test_build_is_deterministic_for_a_seed():
     assert first["training"]["first_epoch_loss"] == second["training"]["first_epoch_loss"]
     assert first["training"]["losses_every_50"] == second["training"]["losses_every_50"]
     assert first["training"]["first_epoch_loss"] != other["training"]["first_epoch_loss"]
+
+
+@pytest.mark.speech
+def test_ldv_native_build_trains_on_the_condition_s_recordings(monkeypatch):
+    """``train_condition`` renders every training clip through the LDV simulator (the LDV-native reference model)
+    instead of the microphone channel; an unknown condition fails before any synthesis."""
+    pytest.importorskip("espeakng_loader")
+    from modeling_qwen2audio_ldv import mini_world
+
+    calls = {"ldv": 0, "mic": 0}
+    import modeling_qwen2audio_ldv.simulator as simulator
+
+    real_mic = mini_world.microphone_channel
+
+    original = simulator.simulate_ldv
+
+    def counting_simulate(*args, **kwargs):
+        calls["ldv"] += 1
+        return original(*args, **kwargs)
+
+    def counting_mic(*args, **kwargs):
+        calls["mic"] += 1
+        return real_mic(*args, **kwargs)
+
+    monkeypatch.setattr(simulator, "simulate_ldv", counting_simulate)
+    monkeypatch.setattr(mini_world, "microphone_channel", counting_mic)
+    small = dict(num_train=8, num_heldout=2, steps=1, batch_size=8, max_new_tokens=2, log_every=1, command="test")
+    record = mini_world.build_mini_base(None, seed=0, train_condition="wall", **small)
+    assert record["settings"]["train_condition"] == "wall"
+    # 8 training clips simulated, plus the held-out LDV clips of the evaluation (2 per preset and default)
+    assert calls["mic"] == 2  # held-out microphone clips only: no training clip went through the mic channel
+    assert calls["ldv"] >= 8 + 2
+    with pytest.raises(ValueError, match="no_such_surface"):
+        mini_world.build_mini_base(None, seed=0, train_condition="no_such_surface", **small)

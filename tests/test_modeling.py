@@ -229,12 +229,10 @@ def test_adapter_only_save_contents_and_size(trained_adapter_dir):
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModelForSeq2SeqLM", "AutoModelForMultimodalLM"}
 
 
-def test_round_trip_in_a_process_without_the_package(trained_adapter_dir, tiny_base, tmp_path):
-    model, out = trained_adapter_dir
-    _, processor = tiny_base
-    inputs = make_inputs(processor)
-    with torch.no_grad():
-        expected = model(**inputs).logits
+def assert_loads_without_the_package(out, inputs, expected, tmp_path, autos=("AutoModelForSeq2SeqLM",
+                                                                          "AutoModelForMultimodalLM")):
+    """In a fresh process where ``modeling_qwen2audio_ldv`` cannot be imported, each auto class loads ``out`` through
+    remote code and gives exactly ``expected`` logits on ``inputs``."""
     torch.save(dict(inputs), tmp_path / "inputs.pt")
     torch.save(expected, tmp_path / "expected.pt")
     script = textwrap.dedent(f"""
@@ -250,11 +248,11 @@ def test_round_trip_in_a_process_without_the_package(trained_adapter_dir, tiny_b
         except ImportError:
             pass
         import torch
-        from transformers import AutoModelForSeq2SeqLM, AutoModelForMultimodalLM
+        import transformers
         inputs = torch.load({str(tmp_path / "inputs.pt")!r}, weights_only=True)
         expected = torch.load({str(tmp_path / "expected.pt")!r}, weights_only=True)
-        for auto in (AutoModelForSeq2SeqLM, AutoModelForMultimodalLM):
-            model = auto.from_pretrained({str(out)!r}, trust_remote_code=True).eval()
+        for auto in {list(autos)!r}:
+            model = getattr(transformers, auto).from_pretrained({str(out)!r}, trust_remote_code=True).eval()
             assert type(model).__name__ == "Qwen2AudioLDVForConditionalGeneration", type(model)
             assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
             with torch.no_grad():
@@ -268,6 +266,15 @@ def test_round_trip_in_a_process_without_the_package(trained_adapter_dir, tiny_b
                             timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "ROUND TRIP OK" in result.stdout
+
+
+def test_round_trip_in_a_process_without_the_package(trained_adapter_dir, tiny_base, tmp_path):
+    model, out = trained_adapter_dir
+    _, processor = tiny_base
+    inputs = make_inputs(processor)
+    with torch.no_grad():
+        expected = model(**inputs).logits
+    assert_loads_without_the_package(out, inputs, expected, tmp_path)
 
 
 def test_missing_trust_remote_code_is_a_clear_error(trained_adapter_dir):

@@ -28,6 +28,38 @@ def test_demo_data_with_a_json_condition(tmp_path):
     assert set(corpus["train"]["condition"]) == {"my_box", "cardboard_box"}
 
 
+def test_demo_eval_sets_do_not_move_with_the_training_size_or_draws():
+    """The eval clips are the same bytes whatever --num_train_utterances and --ldv_draws are; each extra draw is
+    one more training row per utterance with the same microphone clip and its own LDV recording."""
+    pytest.importorskip("espeakng_loader")
+    from datasets import Audio
+
+    small = train_hf.DataArguments(num_train_utterances=2, num_eval_utterances=2, text_kinds=["digits"],
+                                   mic_fraction=0.0)
+    large = dataclasses.replace(small, num_train_utterances=5, ldv_draws=3)
+    _, small_eval, _ = train_hf.build_demo_data(small, seed=0)
+    train, large_eval, corpus = train_hf.build_demo_data(large, seed=0)
+    for name in ("ldv", "mic"):
+        assert small_eval[name]["text"] == large_eval[name]["text"]
+        raw = [ds.cast_column("audio", Audio(decode=False))["audio"] for ds in (small_eval[name],
+                                                                                        large_eval[name])]
+        assert [a["bytes"] for a in raw[0]] == [a["bytes"] for a in raw[1]]
+    assert len(train) == 15  # 5 utterances x 3 draws
+    rows = corpus["train"].cast_column("ldv_audio", Audio(decode=False)).cast_column(
+        "mic_audio", Audio(decode=False))
+    by_utterance = {}
+    for row in rows:
+        by_utterance.setdefault(row["utterance_id"], []).append(row)
+    assert len(by_utterance) == 5 and all(len(r) == 3 for r in by_utterance.values())
+    for draws in by_utterance.values():
+        assert len({r["mic_audio"]["bytes"] for r in draws}) == 1
+        assert len({r["ldv_audio"]["bytes"] for r in draws}) == 3
+    assert sorted(set(corpus["train"]["condition"])) == ["cardboard_box", "cardboard_box~draw1",
+                                                         "cardboard_box~draw2"]
+    with pytest.raises(ValueError, match="--ldv_draws"):
+        train_hf.build_demo_data(dataclasses.replace(small, ldv_draws=0), seed=0)
+
+
 class _Stop(Exception):
     pass
 

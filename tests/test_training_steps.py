@@ -44,6 +44,16 @@ def paired_dataset():
     return data.cast_column("audio", audio).cast_column("mic_audio", audio)
 
 
+def sgd_step_args(tmp_path) -> TrainingArguments:
+    """One plain SGD step (rate LR, no clipping, no decay) over 2 accumulated micro-batches of 2 rows."""
+    return TrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=1,
+        learning_rate=LR, optim="sgd", lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+        max_grad_norm=1e9, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
+        dataloader_num_workers=0, remove_unused_columns=False, seed=0, disable_tqdm=True,
+    )
+
+
 def fresh_model(base):
     torch.manual_seed(3)
     model = add_domain_adapter_to_model(copy.deepcopy(base), adapter_type="transformer", num_layers=1, num_heads=4,
@@ -105,13 +115,7 @@ def test_accumulated_step_equals_gradient_descent_on_the_whole_batch(tiny_base, 
     grad_norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in params.values())).item()
     expected = {name: (p - LR * p.grad).detach() for name, p in params.items()}
 
-    args = TrainingArguments(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=2, gradient_accumulation_steps=2, max_steps=1,
-        learning_rate=LR, optim="sgd", lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1e9, logging_steps=1, save_strategy="no", report_to=[], use_cpu=True,
-        dataloader_num_workers=0, remove_unused_columns=False, seed=0, disable_tqdm=True,
-    )
-    trainer = DomainAdapterTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
+    trainer = DomainAdapterTrainer(model=model, args=sgd_step_args(tmp_path), train_dataset=train, data_collator=collator,
                                    objective=objective, distill_weight=DISTILL_WEIGHT)
     trainer.train()
     logged = [h for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
