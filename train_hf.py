@@ -126,6 +126,8 @@ class ObjectiveArguments:
     distill_loss: str = field(default="mse", metadata={"help": "mse, cosine or mse+cosine"})
     scale_learning_rate: float | None = field(default=None, metadata={"help": "learning rate of `scale` "
                                                                               "(default: learning_rate)"})
+    distill_warmup_steps: int = field(default=0, metadata={"help": "lm+distill: train the first N of max_steps on "
+                                                                   "distill alone (no LLM forward: cheap steps)"})
 
 
 PARSER_CLASSES = (ModelArguments, AdapterArguments, DataArguments, ObjectiveArguments, TrainingArguments)
@@ -339,6 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     trainer = DomainAdapterTrainer(
         model=model, args=training_args, train_dataset=train, data_collator=collator,
         objective=objective_args.objective, distill_weight=objective_args.distill_weight,
+        distill_warmup_steps=objective_args.distill_warmup_steps,
         distill_loss=objective_args.distill_loss, scale_learning_rate=objective_args.scale_learning_rate,
     )
     start = time.perf_counter()

@@ -86,7 +86,11 @@ class CompareArguments:
     rows: list[str] = field(default_factory=lambda: list(ROW_NAMES), metadata={"help": "rows to run, in order"})
     seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds every row runs with"})
     multi_seed: bool = field(default=True, metadata={
-        "help": "run extra_seeds for transformer_standard and its closest competitors"})
+        "help": "run extra_seeds for reference_row and its closest competitors"})
+    reference_row: str = field(default="transformer_standard", metadata={
+        "help": "the row that gets extra_seeds, with the closest_competitors rows nearest it in LDV CER"})
+    ldv_native_base: str | None = field(default=None, metadata={
+        "help": "the LDV-native mini model for the ldv_native row (build-mini-base --train-condition CONDITION)"})
     extra_seeds: list[int] = field(default_factory=lambda: [1, 2], metadata={
         "help": "further seeds for transformer_standard and its closest competitors"})
     closest_competitors: int = field(default=3, metadata={
@@ -125,6 +129,8 @@ class CompareArguments:
     use_cpu: bool = field(default=False, metadata={"help": "force the CPU even when CUDA is present"})
 
     def __post_init__(self):
+        if self.reference_row not in ROW_NAMES:
+            raise ValueError(f"`reference_row` ({self.reference_row!r}) must be one of {list(ROW_NAMES)}")
         unknown = [r for r in self.rows if r not in ROW_NAMES]
         if unknown:
             raise ValueError(f"`rows` has unknown names {unknown}; known: {list(ROW_NAMES)}")
@@ -170,6 +176,10 @@ class Row:
         adapter: for ``adapter`` rows, :class:`DomainAdapterConfig` fields on top of the scaled preset.
         preset: ``lightweight``, ``standard``, ``heavy`` or ``mlp`` (adapter rows).
         objective: training objective; ``None`` = the recipe's ``objective`` (adapter rows) or ``lm``.
+        mic_fraction: share of microphone rows for this row (``None``: the recipe's ``mic_fraction``).
+        steps_factor: this row trains ``steps_factor`` times the recipe's ``max_steps``.
+        distill_warmup_factor: the first ``distill_warmup_factor`` times ``max_steps`` of them train on the
+            distillation loss alone (``distill_warmup_steps``: no LLM forward, cheap steps).
     """
 
     name: str
@@ -178,11 +188,18 @@ class Row:
     preset: str | None = None
     adapter: tuple[tuple[str, Any], ...] = ()
     objective: str | None = None
+    mic_fraction: float | None = None  # None: the recipe's
+    steps_factor: int = 1  # a multiple of the recipe's max_steps
+    distill_warmup_factor: int = 0  # the first (this x max_steps) steps train on distill alone
 
 
 ROWS: tuple[Row, ...] = (
     Row("baseline", "No adaptation (baseline)", "baseline"),
+    Row("ldv_native", "Ceiling: LDV-native mini model (the base's recipe on LDV audio)", "reference"),
     Row("oracle_full_finetune", "Oracle: fine-tune the whole base", "oracle"),
+    Row("oracle_after_tower", "Oracle: fine-tune projector + LLM (tower frozen)", "oracle_after_tower"),
+    Row("oracle_after_tower_4x", "Oracle: fine-tune projector + LLM, 4x steps", "oracle_after_tower",
+        steps_factor=4),
     Row("projector", "Train the projector", "projector"),
     Row("lora_projector", "LoRA on the projector", "lora"),
     Row("mlp_adapter", "MLP adapter", "adapter", "mlp"),
@@ -197,10 +214,30 @@ ROWS: tuple[Row, ...] = (
     Row("standard_no_zero_init", "standard, zero-init off", "adapter", "standard", (("zero_init", False),)),
     Row("standard_objective_lm", "standard, objective lm", "adapter", "standard", objective="lm"),
     Row("standard_objective_distill", "standard, objective distill", "adapter", "standard", objective="distill"),
+    # levers on the lightweight adapter: where it sits, its initialisation, the share of microphone rows
+    # (zero-init off unless named: the demo's choice)
+    Row("lightweight_no_zero_init", "lightweight, zero-init off", "adapter", "lightweight", (("zero_init", False),)),
+    *(Row(f"lightweight_in_encoder_{k}", f"lightweight, inside the tower after layer {k}", "adapter", "lightweight",
+          (("encoder_layer", k), ("zero_init", False))) for k in (2, 3, 4, 5, 6)),
+    Row("lightweight_in_encoder_4_zero_init", "lightweight inside after layer 4, zero-init on", "adapter",
+        "lightweight", (("encoder_layer", 4), ("zero_init", True))),
+    Row("lightweight_in_encoder_4_mic_0", "lightweight inside after layer 4, no microphone rows", "adapter",
+        "lightweight", (("encoder_layer", 4), ("zero_init", False)), mic_fraction=0.0),
+    Row("lightweight_in_encoder_4_mic_0.5", "lightweight inside after layer 4, 50% microphone rows", "adapter",
+        "lightweight", (("encoder_layer", 4), ("zero_init", False)), mic_fraction=0.5),
+    Row("lightweight_in_encoder_4_2x", "lightweight inside after layer 4, 2x steps", "adapter", "lightweight",
+        (("encoder_layer", 4), ("zero_init", False)), steps_factor=2),
+    Row("lightweight_in_encoder_4_distill_warmup", "lightweight inside after layer 4, distill warm-up (1x) + 1x",
+        "adapter", "lightweight", (("encoder_layer", 4), ("zero_init", False)), steps_factor=2,
+        distill_warmup_factor=1),
+    Row("lightweight_distill_warmup", "lightweight, zero-init off, distill warm-up (1x) + 1x", "adapter",
+        "lightweight", (("zero_init", False),), steps_factor=2, distill_warmup_factor=1),
 )
 ROW_NAMES: tuple[str, ...] = tuple(row.name for row in ROWS)
 ROW_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
 STANDARD = "transformer_standard"
+ORACLE_ROWS = ("oracle_full_finetune", "oracle_after_tower_4x", "oracle_after_tower")
+NOT_COMPETITORS = ("baseline", "ldv_native", *ORACLE_ROWS)
 RUN_OVERHEAD_SECONDS = 5.0  # model load, checkpoint write and result files around one run
 
 
@@ -262,16 +299,20 @@ class ComparisonData:
     mic_audio: list[np.ndarray]
     eval_sets: dict[str, dict[str, list]]
     seconds: float
+    # {k: (ldv, mic)}: the tower's states after k layers per utterance (adapters inside the tower), made on demand
+    inside_features: dict[int, tuple[list[np.ndarray], list[np.ndarray]]] = field(default_factory=dict)
 
     def mic_rows(self, seed: int, mic_fraction: float) -> np.ndarray:
         """Which training rows are microphone rows for ``seed``: the same draw as ``train_hf.mix_mic_rows``."""
         return np.random.default_rng(seed).random(len(self.texts)) < mic_fraction
 
-    def cached_examples(self, seed: int, mic_fraction: float) -> list[dict[str, Any]]:
-        """Rows for :class:`CachedFeatureCollator`: ``audio_encoder`` (LDV or mic), ``mic_audio_encoder``, ``text``."""
+    def cached_examples(self, seed: int, mic_fraction: float, layer: int | None = None) -> list[dict[str, Any]]:
+        """Rows for :class:`CachedFeatureCollator`: ``audio_encoder`` (LDV or mic; for ``layer`` the states after
+        that many tower layers), ``mic_audio_encoder`` (the tower's output: the distillation teacher), ``text``."""
         use_mic = self.mic_rows(seed, mic_fraction)
-        return [{"audio_encoder": mic if m else ldv, "mic_audio_encoder": mic, "text": text}
-                for ldv, mic, text, m in zip(self.ldv_features, self.mic_features, self.texts, use_mic)]
+        ldv_in, mic_in = (self.ldv_features, self.mic_features) if layer is None else self.inside_features[layer]
+        return [{"audio_encoder": mic if m else ldv, "mic_audio_encoder": teacher, "text": text}
+                for ldv, mic, teacher, text, m in zip(ldv_in, mic_in, self.mic_features, self.texts, use_mic)]
 
     def audio_examples(self, seed: int, mic_fraction: float) -> list[dict[str, Any]]:
         """The same rows as :meth:`cached_examples`, as audio, for :class:`DataCollatorForQwen2AudioLDV`."""
@@ -305,9 +346,16 @@ def build_data(args: CompareArguments, base: str, processor) -> ComparisonData:
                    for name, ds in eval_sets.items()},
         seconds=0.0,
     )
+    layers = sorted({dict(ROW_BY_NAME[name].adapter).get("encoder_layer") for name in args.rows} - {None})
+    for layer in layers:  # the input states of the adapters inside the tower, one cache per place
+        inside = build_feature_cache(model, processor, train, audio_columns=("ldv_audio", "mic_audio"),
+                                     cache_dir=os.path.join(args.work_dir, "feature_cache"), progress=False,
+                                     encoder_layers={"ldv_audio": layer, "mic_audio": layer})
+        data.inside_features[layer] = ([np.asarray(v, dtype=np.float16) for v in inside["ldv_audio_encoder"]],
+                                       [np.asarray(v, dtype=np.float16) for v in inside["mic_audio_encoder"]])
     data.seconds = time.perf_counter() - start
-    logger.info("data: %d training utterances, eval sets %s, %.0f s (synthesis + feature cache)", len(data.texts),
-                {k: len(v["text"]) for k, v in data.eval_sets.items()}, data.seconds)
+    logger.info("data: %d training utterances, eval sets %s, %.0f s (synthesis + feature caches, layers %s)",
+                len(data.texts), {k: len(v["text"]) for k, v in data.eval_sets.items()}, data.seconds, layers)
     return data
 
 
@@ -339,6 +387,9 @@ def prepare_model(row: Row, base: str, args: CompareArguments):
     if row.method == "adapter":
         return model.freeze_base_model()
     model.requires_grad_(row.method == "oracle")
+    if row.method == "oracle_after_tower":  # everything the cached tower output feeds: projector + LLM + head
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(not name.startswith("model.audio_tower."))
     if row.method == "projector":
         model.model.multi_modal_projector.requires_grad_(True)
     elif row.method == "lora":
@@ -384,24 +435,28 @@ def train_and_evaluate(row: Row, seed: int, base: str, processor, data: Comparis
     objective = row_objective(row, args)
     instruction = DEFAULT_INSTRUCTION
     d_model = _encoder_width(base)
+    mic_fraction = args.mic_fraction if row.mic_fraction is None else row.mic_fraction
+    layer = dict(row.adapter).get("encoder_layer")
     if row.method == "oracle":
-        examples = data.audio_examples(seed, args.mic_fraction)
+        examples = data.audio_examples(seed, mic_fraction)
         collator = DataCollatorForQwen2AudioLDV(processor=processor, instruction=instruction, mode="train")
     else:
-        examples = data.cached_examples(seed, args.mic_fraction)
+        examples = data.cached_examples(seed, mic_fraction, layer)
         collator = CachedFeatureCollator(processor, instruction, d_model=d_model,
-                                         mic_feature_key="mic_audio_encoder" if "distill" in objective else None)
+                                         mic_feature_key="mic_audio_encoder" if "distill" in objective else None,
+                                         inside_tower=layer is not None)
     run_dir = Path(args.work_dir) / "runs" / f"{row.name}-seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     training_args = TrainingArguments(
-        output_dir=str(run_dir), max_steps=args.max_steps, per_device_train_batch_size=args.batch_size,
+        output_dir=str(run_dir), max_steps=args.max_steps * row.steps_factor, per_device_train_batch_size=args.batch_size,
         learning_rate=args.learning_rate, lr_scheduler_type=args.lr_scheduler_type, warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay, seed=seed, logging_steps=max(1, args.max_steps // 10), save_strategy="no",
         report_to="none", dataloader_num_workers=0, remove_unused_columns=False, disable_tqdm=True,
         label_names=["labels"], use_cpu=args.use_cpu, dataloader_pin_memory=False,
     )
     trainer_cls = DomainAdapterTrainer if row.method == "adapter" else AllTrainableTrainer
-    extra = {"scale_learning_rate": args.scale_learning_rate} if row.method == "adapter" else {}
+    extra = {"scale_learning_rate": args.scale_learning_rate,
+             "distill_warmup_steps": row.distill_warmup_factor * args.max_steps} if row.method == "adapter" else {}
     trainer = trainer_cls(model=model, args=training_args, train_dataset=examples, data_collator=collator,
                           objective=objective, distill_weight=args.distill_weight, distill_loss=args.distill_loss,
                           **extra)
@@ -437,21 +492,26 @@ def train_and_evaluate(row: Row, seed: int, base: str, processor, data: Comparis
     return record
 
 
-def evaluate_baseline(base: str, processor, data: ComparisonData, args: CompareArguments) -> dict[str, Any]:
-    """Score the unadapted base: the ``baseline`` row's record and the reference of every gap."""
+def evaluate_baseline(base: str, processor, data: ComparisonData, args: CompareArguments,
+                      row: str = "baseline") -> dict[str, Any]:
+    """Score an unadapted model: the ``baseline`` row's record and the reference of every gap; with another
+    ``row`` (``ldv_native``), a reference model built apart (with its own processor) scored on the same sets."""
+    if row != "baseline":
+        processor = AutoProcessor.from_pretrained(base)
     model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
         base, adapter_config=DomainAdapterConfig(adapter_type="none")).eval()
     start = time.perf_counter()
     scores, _ = evaluate_sets(model, processor, data.eval_sets, DEFAULT_INSTRUCTION, args.eval_batch_size,
                               args.max_new_tokens, args.language, baseline=False, progress=False)
     record = {
-        "row": "baseline", "seed": None, "objective": None, "trainable_params": 0, "checkpoint_bytes": 0,
+        "row": row, "seed": None, "objective": None, "trainable_params": 0, "checkpoint_bytes": 0,
         "train_seconds": 0.0, "eval_seconds": round(time.perf_counter() - start, 2),
         "ldv_cer": scores["ldv"]["adapted"]["cer"], "ldv_wer": scores["ldv"]["adapted"]["wer"],
         "mic_cer": scores["mic"]["adapted"]["cer"], "mic_wer": scores["mic"]["adapted"]["wer"],
         "projector_preserved": True,
     }
-    logger.info("baseline: LDV CER %.2f%%, mic CER %.2f%%", 100 * record["ldv_cer"], 100 * record["mic_cer"])
+    logger.info("%s (%s): LDV CER %.2f%%, mic CER %.2f%%", row, base, 100 * record["ldv_cer"],
+                100 * record["mic_cer"])
     return record
 
 
@@ -470,11 +530,16 @@ def summarise(runs: list[dict[str, Any]], baseline: dict[str, Any]) -> list[dict
 
     Gap recovered per run: ``(baseline LDV CER - run LDV CER) / (baseline LDV CER - baseline mic CER)``; share of
     the oracle: ``(baseline LDV CER - run LDV CER) / (baseline LDV CER - oracle LDV CER)``, the oracle's LDV CER
-    being its mean over seeds. Either is ``None`` when its denominator is not positive.
+    being its mean over seeds (the first of :data:`ORACLE_ROWS` that ran); share of the ceiling: the same with the
+    ``ldv_native`` reference model's LDV CER. Each is ``None`` when its denominator is not positive.
     """
     ldv0, mic0 = baseline["ldv_cer"], baseline["mic_cer"]
-    oracle = [r["ldv_cer"] for r in runs if r["row"] == "oracle_full_finetune"]
+    oracle = []
+    for name in ORACLE_ROWS:  # the strongest oracle that ran
+        oracle = oracle or [r["ldv_cer"] for r in runs if r["row"] == name]
     oracle_cer = statistics.fmean(oracle) if oracle else None
+    native = [r["ldv_cer"] for r in runs if r["row"] == "ldv_native"]
+    ceiling_cer = statistics.fmean(native) if native else None
     summaries = []
     for name in dict.fromkeys(r["row"] for r in runs):
         mine = [r for r in runs if r["row"] == name]
@@ -482,6 +547,8 @@ def summarise(runs: list[dict[str, Any]], baseline: dict[str, Any]) -> list[dict
         gaps = [gap_recovered(ldv0, r["ldv_cer"], mic0) for r in mine]
         shares = [(ldv0 - r["ldv_cer"]) / (ldv0 - oracle_cer) if oracle_cer is not None and ldv0 - oracle_cer > 0
                   else None for r in mine]
+        ceiling = [(ldv0 - r["ldv_cer"]) / (ldv0 - ceiling_cer) if ceiling_cer is not None and ldv0 - ceiling_cer > 0
+                   else None for r in mine]
         summaries.append({
             "row": name, "label": row.label, "method": row.method, "objective": mine[0]["objective"],
             "seeds": [r["seed"] for r in mine],
@@ -489,7 +556,7 @@ def summarise(runs: list[dict[str, Any]], baseline: dict[str, Any]) -> list[dict
             "train_seconds": _stats([r["train_seconds"] for r in mine]),
             "ldv_cer": _stats([r["ldv_cer"] for r in mine]), "ldv_wer": _stats([r["ldv_wer"] for r in mine]),
             "mic_cer": _stats([r["mic_cer"] for r in mine]), "mic_wer": _stats([r["mic_wer"] for r in mine]),
-            "gap_recovered": _stats(gaps), "oracle_share": _stats(shares),
+            "gap_recovered": _stats(gaps), "oracle_share": _stats(shares), "ceiling_share": _stats(ceiling),
             "projector_preserved": all(r["projector_preserved"] for r in mine),
         })
     return summaries
@@ -507,8 +574,8 @@ def _fmt(stat: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
 
 
 TABLE_HEADER = ("| Method | Trainable params | Checkpoint (bytes) | Train time (s) | LDV CER (%) | LDV WER (%) | "
-                "Mic CER (%) | Mic WER (%) | Gap recovered (%) | Share of oracle (%) | Projector preserved | "
-                "Seeds |")
+                "Mic CER (%) | Mic WER (%) | Gap recovered (%) | Share of oracle (%) | Share of ceiling (%) | "
+                "Projector preserved | Seeds |")
 
 
 def results_markdown(results: dict[str, Any]) -> str:
@@ -526,20 +593,24 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"Adapter rows: objective `{settings['objective']}` unless named, dropout {settings['dropout']:g}, "
         f"`scale` lr {settings['scale_learning_rate']}. Projector, LoRA and oracle rows: objective `lm`.", "",
         f"Baseline (no adaptation): LDV CER {100 * base['ldv_cer']:.1f}%, microphone CER {100 * base['mic_cer']:.1f}%.",
-        "", TABLE_HEADER, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+        "", TABLE_HEADER, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for s in results["rows"]:
         seeds = ", ".join("-" if x is None else str(x) for x in s["seeds"])
         lines.append(
             f"| {s['label']} | {s['trainable_params']:,} | {s['checkpoint_bytes']:,} | {_fmt(s['train_seconds'], 1.0)}"
             f" | {_fmt(s['ldv_cer'])} | {_fmt(s['ldv_wer'])} | {_fmt(s['mic_cer'])} | {_fmt(s['mic_wer'])} | "
-            f"{_fmt(s['gap_recovered'])} | {_fmt(s['oracle_share'])} | {s['projector_preserved']} | {seeds} |")
+            f"{_fmt(s['gap_recovered'])} | {_fmt(s['oracle_share'])} | {_fmt(s.get('ceiling_share', {}))} | "
+            f"{s['projector_preserved']} | {seeds} |")
     machine = results["machine"]
     lines += [
         "",
         "Mean ± sample standard deviation over the seeds listed; one seed: the value. Microphone columns have the "
         "adaptation applied. Gap recovered = (baseline LDV CER − LDV CER) / (baseline LDV CER − baseline mic CER); "
-        "share of oracle = (baseline LDV CER − LDV CER) / (baseline LDV CER − oracle LDV CER). Checkpoint = "
+        "share of oracle = (baseline LDV CER − LDV CER) / (baseline LDV CER − oracle LDV CER), the oracle being the "
+        "first of " + ", ".join(f"`{name}`" for name in ORACLE_ROWS) + " that ran; share of ceiling = the same "
+        "against the LDV-native mini model (`ldv_native`: the base's own build recipe trained on the condition's "
+        "simulated LDV audio, its frozen Whisper-base encoder included as in that recipe). Checkpoint = "
         "safetensors file of the trainable weights (float32). Train time excludes the shared feature cache "
         f"({results['data']['seconds']:.0f} s for synthesis and caching, once).",
         "",
@@ -626,13 +697,13 @@ def machine_info() -> dict[str, Any]:
             "transformers": transformers.__version__, "peft": peft.__version__}
 
 
-def closest_rows(runs: list[dict[str, Any]], count: int) -> list[str]:
-    """The ``count`` rows (not baseline, oracle or standard) nearest ``transformer_standard`` in LDV CER."""
-    standard = [r["ldv_cer"] for r in runs if r["row"] == STANDARD]
+def closest_rows(runs: list[dict[str, Any]], count: int, reference: str = STANDARD) -> list[str]:
+    """The ``count`` rows (not baseline, a reference, an oracle or ``reference``) nearest ``reference`` in LDV CER."""
+    standard = [r["ldv_cer"] for r in runs if r["row"] == reference]
     if not standard or count == 0:
         return []
     candidates = {r["row"]: abs(r["ldv_cer"] - standard[0]) for r in runs
-                  if r["row"] not in (STANDARD, "baseline", "oracle_full_finetune")}
+                  if r["row"] not in (reference, *NOT_COMPETITORS)}
     return sorted(candidates, key=candidates.get)[:count]
 
 
@@ -656,6 +727,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base_projector = projector_state(Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
         base, adapter_config=DomainAdapterConfig(adapter_type="none")))
     runs: list[dict[str, Any]] = [baseline] if "baseline" in args.rows else []
+    if "ldv_native" in args.rows:
+        if args.ldv_native_base:
+            runs.append(evaluate_baseline(train_hf.resolve_base(args.ldv_native_base), processor, data, args,
+                                          row="ldv_native"))
+        else:
+            logger.warning("row ldv_native skipped: set --ldv_native_base (ldv-qwen2audio build-mini-base --output "
+                           "DIR --train-condition %s)", args.condition)
     results: dict[str, Any] = {
         "settings": asdict(args), "recipe": str(recipe), "machine": machine_info(), "d_model": d_model,
         "transformer_shapes": transformer_shapes(d_model), "mlp_bottleneck": max(1, d_model // 4),
@@ -672,14 +750,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return write_outputs(results, args.output_dir)
 
     # 3. Every row with the first seed(s); then the standard row and its closest competitors with more seeds.
-    trained = [ROW_BY_NAME[name] for name in args.rows if name != "baseline"]
+    trained = [ROW_BY_NAME[name] for name in args.rows if name not in ("baseline", "ldv_native")]
     plan = [(row, seed) for seed in args.seeds for row in trained]
     skipped: list[dict[str, Any]] = []
     for row, seed in plan:
         runs.append(train_and_evaluate(row, seed, base, processor, data, base_projector, args))
         publish(complete=False, note="running")
-    if args.multi_seed and args.extra_seeds and STANDARD in args.rows:
-        again = [STANDARD, *closest_rows(runs, args.closest_competitors)]
+    if args.multi_seed and args.extra_seeds and args.reference_row in args.rows:
+        again = [args.reference_row, *closest_rows(runs, args.closest_competitors, args.reference_row)]
         logger.info("extra seeds %s for %s", args.extra_seeds, again)
         for seed in args.extra_seeds:
             for name in again:

@@ -98,16 +98,32 @@ class DomainAdapterTrainer(Trainer):
     """The HF Trainer with the adapter objectives, adapter-only optimiser groups and a strict resume."""
 
     def __init__(self, *args, objective: str = "lm", distill_weight: float = 1.0, distill_loss: str = "mse",
-                 scale_learning_rate: float | None = None, **kwargs):
+                 scale_learning_rate: float | None = None, distill_warmup_steps: int = 0, **kwargs):
         if objective not in OBJECTIVES:
             raise ValueError(f"`objective` ({objective!r}) must be one of {OBJECTIVES}")
-        self.objective = objective
+        if distill_warmup_steps < 0 or (distill_warmup_steps and objective != "lm+distill"):
+            raise ValueError(f"`distill_warmup_steps` ({distill_warmup_steps}) must be >= 0, and > 0 only with the "
+                             f"lm+distill objective (got {objective!r})")
+        self._objective = objective
+        # the first `distill_warmup_steps` optimiser steps train on the distillation loss alone: no LLM forward,
+        # a fraction of a full step's cost from the feature cache
+        self.distill_warmup_steps = distill_warmup_steps
         self.distill_weight = distill_weight
         self.distill_kind = distill_loss
         self.scale_learning_rate = scale_learning_rate
         model = kwargs.get("model", args[0] if args else None)
         with _quantized_base_with_adapter(model):
             super().__init__(*args, **kwargs)
+
+    @property
+    def objective(self) -> str:
+        """The objective of the current step: ``distill`` during the warm-up, then the configured one."""
+        warming = self.distill_warmup_steps and self.model.training and self.state.global_step < self.distill_warmup_steps
+        return "distill" if warming else self._objective
+
+    @objective.setter
+    def objective(self, value: str) -> None:
+        self._objective = value
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:

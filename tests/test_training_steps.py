@@ -146,3 +146,35 @@ def test_lm_plus_distill_from_the_cache_runs_the_adapter_once(tiny_base, tmp_pat
     assert len(calls) == 1
     reference = fresh_model(base)
     assert loss.item() == pytest.approx(hand_loss(reference, batch, "lm+distill").item(), rel=1e-5)
+
+
+def test_distill_warmup_steps_skip_the_language_model(tiny_base, tmp_path):
+    """The first ``distill_warmup_steps`` steps train on distill alone (the LLM never runs, the logged loss is the
+    distillation term only); the later steps take lm + distill."""
+    base, processor = tiny_base
+    model = fresh_model(base)
+    train = build_feature_cache(model, processor, paired_dataset(), audio_columns=("audio", "mic_audio"),
+                                cache_dir=str(tmp_path / "cache"), progress=False).remove_columns(["audio", "mic_audio"])
+    collator = CachedFeatureCollator(processor, INSTRUCTION, d_model=base.config.audio_config.d_model,
+                                     mic_feature_key="mic_audio_encoder")
+    args = sgd_step_args(tmp_path)
+    args.max_steps, args.gradient_accumulation_steps, args.per_device_train_batch_size = 3, 1, 4
+    trainer = DomainAdapterTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
+                                   objective="lm+distill", distill_weight=DISTILL_WEIGHT, distill_warmup_steps=2)
+    llm_calls = []
+    handle = model.model.language_model.register_forward_hook(lambda *a: llm_calls.append(trainer.state.global_step))
+    reference = fresh_model(base)
+    whole = {k: v for k, v in collator([train[i] for i in range(4)]).items() if torch.is_tensor(v)}
+    student = reference.domain_adapter(whole["audio_encoder_hidden_states"],
+                                       torch.arange(whole["audio_encoder_hidden_states"].shape[1])[None]
+                                       < whole["audio_encoder_lengths"][:, None])
+    first_distill = distillation_loss(student, whole["mic_audio_encoder_hidden_states"], whole["audio_encoder_lengths"])
+    trainer.train()
+    handle.remove()
+    assert llm_calls == [2]  # only the third step runs the language model
+    logged = [h["loss"] for h in trainer.state.log_history if "loss" in h and "train_runtime" not in h]
+    assert logged[0] == pytest.approx(first_distill.item(), rel=1e-5)  # no lm term, no distill weight
+    assert trainer.objective == "lm+distill"
+    with pytest.raises(ValueError, match="distill_warmup_steps"):
+        DomainAdapterTrainer(model=model, args=args, train_dataset=train, data_collator=collator, objective="lm",
+                             distill_warmup_steps=2)
