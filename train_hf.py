@@ -403,7 +403,6 @@ def main(argv: list[str] | None = None) -> dict:
 
 def write_demo_pictures(model, processor, corpus, data_args, output_dir: str) -> None:
     """Mic vs LDV spectrograms of one test utterance, and the adapter's gate values over time for it."""
-    from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio
     from modeling_qwen2audio_ldv.plots import plot_gate_over_time, plot_mic_vs_ldv
 
     from modeling_qwen2audio_ldv.simulator import get_condition
@@ -417,9 +416,8 @@ def write_demo_pictures(model, processor, corpus, data_args, output_dir: str) ->
     features = processor.feature_extractor([ldv], sampling_rate=16000, return_attention_mask=True,
                                            padding="max_length", return_tensors="pt")
     device = next(model.parameters()).device
-    with torch.no_grad():
-        hidden, lengths = encode_audio(model.model.audio_tower, features["input_features"].to(device),
-                                       features["attention_mask"].to(device))
+    with torch.no_grad():  # the adapter's input: the tower's output, or its states inside it (encoder_layer)
+        hidden, lengths = model.domain_adapter_inputs(features["input_features"], features["attention_mask"])
         details = model.domain_adapter(hidden, torch.arange(hidden.shape[1], device=device)[None] < lengths[:, None],
                                        output_gate=True)
     if details.gate is not None:

@@ -144,15 +144,20 @@ def _audio(value: Any, where: str) -> np.ndarray:
     return audio_to_array(value, SAMPLING_RATE, where)
 
 
-def _tower(model: Any, processor: Any, clips: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tower features ``(len(clips), frames, d_model)`` and the valid mask ``(len(clips), frames)``."""
+def _tower(model: Any, processor: Any, clips: Sequence[np.ndarray], adapter_input: bool = False
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tower features ``(len(clips), frames, d_model)`` and the valid mask ``(len(clips), frames)``: the tower's
+    output, or with ``adapter_input`` the states the active adapter reads (inside the tower for ``encoder_layer``)."""
     features = processor.feature_extractor(list(clips), sampling_rate=SAMPLING_RATE, return_attention_mask=True,
                                            padding="max_length", return_tensors="pt")
-    tower = model.model.audio_tower
-    device = next(tower.parameters()).device
-    with torch.no_grad():
-        hidden, lengths = encode_audio(tower, features["input_features"].to(device),
-                                       features["attention_mask"].to(device), trim=model.config.trim_audio_tower)
+    if adapter_input:
+        hidden, lengths = model.domain_adapter_inputs(features["input_features"], features["attention_mask"])
+    else:
+        tower = model.model.audio_tower
+        device = next(tower.parameters()).device
+        with torch.no_grad():
+            hidden, lengths = encode_audio(tower, features["input_features"].to(device),
+                                           features["attention_mask"].to(device), trim=model.config.trim_audio_tower)
     valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths.to(hidden.device)[:, None]
     return hidden, valid
 
@@ -287,10 +292,19 @@ def feature_distance(model: Any, processor: Any, pairs: Sequence[tuple[np.ndarra
     before_sum = after_sum = 0.0
     count = 0
     adapter = model.domain_adapter
+    inside = adapter.config.encoder_layer is not None
     for mic, ldv in pairs:
         hidden, valid = _tower(model, processor, [mic, ldv])
         with torch.no_grad():
-            adapted = adapter(hidden[1:], valid[1:])
+            if inside:  # the adapted tower output: the adapter between the tower's layers, the mic row bypassed
+                features = processor.feature_extractor([mic, ldv], sampling_rate=SAMPLING_RATE,
+                                                       return_attention_mask=True, padding="max_length",
+                                                       return_tensors="pt")
+                adapted = model(input_features=features["input_features"].to(hidden.device),
+                                feature_attention_mask=features["attention_mask"].to(hidden.device),
+                                audio_domain=["mic", "ldv"]).hidden_states[1:]
+            else:
+                adapted = adapter(hidden[1:], valid[1:])
         frames = int(min(valid[0].sum(), valid[1].sum()))
         mic_features, ldv_features = hidden[0, :frames].float(), hidden[1, :frames].float()
         before_sum += float((mic_features - ldv_features).pow(2).sum())
@@ -349,7 +363,7 @@ def diagnose(
         example = synthetic_example(processor)
         report.example = "a synthetic clip"
 
-    hidden, valid = _tower(model, processor, [example["audio"]])
+    hidden, valid = _tower(model, processor, [example["audio"]], adapter_input=True)
     hidden = hidden.to(adapter.scale.dtype)
     was_training = model.training
     model.eval()

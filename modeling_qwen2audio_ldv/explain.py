@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modeling_qwen2audio_ldv import encode_audio
 from .plots import plot_gate_over_time
 
 logger = logging.getLogger(__name__)
@@ -88,10 +87,11 @@ def _fit_window(audio: np.ndarray, processor: Any) -> np.ndarray:
 
 @torch.no_grad()
 def adapter_details(model: Any, processor: Any, audio: np.ndarray):
-    """Tower features of one clip and the active adapter's output with attention maps and gate.
+    """The active adapter's input for one clip (the tower's output, or its states after ``encoder_layer`` layers for
+    an adapter inside the tower) and the adapter's output with attention maps and gate.
 
     Returns:
-        ``(hidden, valid, details)``: tower output ``(1, frames, d_model)``, valid mask ``(1, frames)`` and the
+        ``(hidden, valid, details)``: adapter input ``(1, frames, d_model)``, valid mask ``(1, frames)`` and the
         adapter's ``DomainAdapterOutput`` (``attentions``: per layer ``(1, heads, n, n)`` over the ``n`` valid
         frames; ``gate``: ``(1, n, d_model)`` or ``None``).
     """
@@ -99,10 +99,7 @@ def adapter_details(model: Any, processor: Any, audio: np.ndarray):
         raise ValueError("the model has no domain adapter (adapter_type 'none'): nothing to explain")
     features = processor.feature_extractor([audio], sampling_rate=SAMPLING_RATE, return_attention_mask=True,
                                            padding="max_length", return_tensors="pt")
-    tower = model.model.audio_tower
-    device = next(tower.parameters()).device
-    hidden, lengths = encode_audio(tower, features["input_features"].to(device), features["attention_mask"].to(device),
-                                   trim=model.config.trim_audio_tower)
+    hidden, lengths = model.domain_adapter_inputs(features["input_features"], features["attention_mask"])
     valid = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths.to(hidden.device)[:, None]
     details = model.domain_adapter(hidden, valid, output_attentions=True, output_gate=True)
     return hidden, valid, details

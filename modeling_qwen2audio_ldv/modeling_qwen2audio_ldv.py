@@ -642,6 +642,21 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         adapted = self.apply_domain_adapter(hidden, lengths, audio_domain)
         return finish_audio_tower(self.model.audio_tower, adapted, lengths, layer)
 
+    @torch.no_grad()
+    def domain_adapter_inputs(self, input_features: torch.Tensor, feature_attention_mask: torch.Tensor
+                              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen tower's states where the active adapter reads them, and their valid lengths: the tower's
+        output ``(batch, frames, d_model)``, or for an adapter inside the tower (``encoder_layer = k``) its hidden
+        states after ``k`` layers (two frames per output frame). What a feature cache holds for this adapter."""
+        tower = self.model.audio_tower
+        device = execution_device(tower)
+        input_features, feature_attention_mask = input_features.to(device), feature_attention_mask.to(device)
+        layer = self._cached_features_layer()
+        if layer is None:
+            return encode_audio(tower, input_features, feature_attention_mask, trim=self.config.trim_audio_tower)
+        return encode_audio_to_layer(tower, input_features, feature_attention_mask, layer,
+                                     trim=self.config.trim_audio_tower)
+
     def apply_domain_adapter(
         self,
         audio_hidden_states: torch.Tensor,

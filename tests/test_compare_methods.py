@@ -41,6 +41,27 @@ def test_summarise_gap_share_and_spread():
     assert rows["oracle_full_finetune"]["ldv_cer"]["std"] is None  # one seed: no spread
 
 
+def test_ceiling_share_and_the_strongest_oracle_that_ran():
+    # baseline LDV 0.6, mic 0.1; LDV-native reference 0.2 (ceiling recovers 0.4); no whole-base oracle ran, so the
+    # 4x projector+LLM oracle (0.3, recovering 0.3) is the oracle, not the 1x one (0.5)
+    baseline = _run("baseline", None, 0.6)
+    runs = [baseline, _run("ldv_native", None, 0.2), _run("oracle_after_tower", 0, 0.5),
+            _run("oracle_after_tower_4x", 0, 0.3), _run("lightweight_in_encoder_4", 0, 0.4),
+            _run("lightweight_in_encoder_4", 1, 0.5)]
+    rows = {s["row"]: s for s in compare_methods.summarise(runs, baseline)}
+    inside = rows["lightweight_in_encoder_4"]
+    # recoveries 0.2 and 0.1: of the ceiling's 0.4 -> 0.5, 0.25; of the oracle's 0.3 -> 2/3, 1/3; of the gap 0.5
+    assert math.isclose(inside["ceiling_share"]["mean"], 0.375)
+    assert math.isclose(inside["oracle_share"]["mean"], 0.5)
+    assert math.isclose(inside["gap_recovered"]["mean"], 0.3)
+    assert math.isclose(rows["ldv_native"]["ceiling_share"]["mean"], 1.0)
+    assert math.isclose(rows["oracle_after_tower"]["oracle_share"]["mean"], 1 / 3)
+    # the reference and the oracles are never "closest competitors" of a reference row
+    assert compare_methods.closest_rows(runs, 3, "lightweight_in_encoder_4") == []
+    with pytest.raises(ValueError, match="reference_row"):
+        compare_methods.CompareArguments(reference_row="no_such_row")
+
+
 def test_closest_rows_and_row_validation():
     runs = [_run("transformer_standard", 0, 0.30), _run("mlp_adapter", 0, 0.50), _run("projector", 0, 0.32),
             _run("oracle_full_finetune", 0, 0.29), _run("transformer_heavy", 0, 0.27)]

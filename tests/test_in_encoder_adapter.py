@@ -266,3 +266,34 @@ def test_clips_of_one_batch_do_not_see_each_other(tiny_base):
             n = int(one.output_lengths[0])
             assert int(batch.output_lengths[row]) == n
             torch.testing.assert_close(batch.hidden_states[row, :n], one.hidden_states[0, :n], rtol=0, atol=1e-5)
+
+
+def test_explain_and_diagnose_read_the_adapter_where_it_sits(tiny_base, tmp_path):
+    """Both tools feed the adapter its own input (the states after ``encoder_layer`` layers), and the diagnosis's
+    feature distance compares tower outputs (the adapted one through the tower's remaining layers)."""
+    from modeling_qwen2audio_ldv.diagnose import diagnose
+    from modeling_qwen2audio_ldv.explain import explain
+
+    base, processor = tiny_base
+    model = inside(base)
+    mic, ldv = noise_clips([12000, 12000], seed=4)
+    features = processor.feature_extractor([ldv], sampling_rate=16000, return_attention_mask=True,
+                                           padding="max_length", return_tensors="pt")
+    states, frames = model.domain_adapter_inputs(features["input_features"], features["attention_mask"])
+    expected, expected_frames = encode_audio_to_layer(model.model.audio_tower, features["input_features"],
+                                                      features["attention_mask"], LAYER)
+    assert torch.equal(states, expected) and torch.equal(frames, expected_frames)
+    info = explain(model, processor, ldv, tmp_path / "explain")
+    assert info["frames"] == int(frames[0])  # the tower's internal frame rate: 2 per output frame
+    report = diagnose(model, processor, [{"audio": ldv, "text": "hello", "mic_audio": mic}])
+    assert report.ok, report.summary()
+    both = processor.feature_extractor([mic, ldv], sampling_rate=16000, return_attention_mask=True,
+                                       padding="max_length", return_tensors="pt")
+    with torch.no_grad():
+        out, lengths = encode_audio(model.model.audio_tower, both["input_features"], both["attention_mask"])
+        adapted = model(input_features=both["input_features"], feature_attention_mask=both["attention_mask"],
+                        audio_domain=["mic", "ldv"]).hidden_states
+    n = int(lengths.min())
+    assert report.feature_distance["before"] == pytest.approx(float(((out[0, :n] - out[1, :n]) ** 2).mean()), rel=1e-5)
+    assert report.feature_distance["after"] == pytest.approx(float(((out[0, :n] - adapted[1, :n]) ** 2).mean()),
+                                                             rel=1e-5)
