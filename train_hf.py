@@ -75,13 +75,24 @@ class AdapterArguments:
     scale_init: float | None = field(default=None, metadata={"help": "override the initial scale (0.1)"})
     zero_init: bool | None = field(default=None, metadata={"help": "override: start exactly equal to the base"})
     bottleneck_dim: int | None = field(default=None, metadata={"help": "override the mlp bottleneck"})
-    encoder_layer: int | None = field(default=None, metadata={"help": "place the adapter inside the frozen audio "
-                                                                      "tower, after this many of its layers (unset: "
-                                                                      "after the tower)"})
+    encoder_layer: str | None = field(default=None, metadata={"help": "place the adapter inside the frozen audio "
+                                                                      "tower, after this many of its layers; none "
+                                                                      "(or unset): after the tower"})
 
     def to_config(self) -> DomainAdapterConfig:
         overrides = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "adapter_preset"}
+        overrides["encoder_layer"] = self.placement()
         return DomainAdapterConfig.preset(self.adapter_preset, **{k: v for k, v in overrides.items() if v is not None})
+
+    def placement(self) -> int | None:
+        """``--encoder_layer`` as a layer count, or ``None`` (after the tower) for ``none``/``null``/unset."""
+        value = self.encoder_layer
+        if value is None or str(value).strip().lower() in ("none", "null", ""):
+            return None
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"--encoder_layer ({value!r}) must be a layer count (0, 1, ...) or none") from None
 
 
 @dataclass

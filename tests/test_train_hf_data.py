@@ -147,3 +147,17 @@ def test_mic_fraction_sets_the_share_of_microphone_rows(fraction):
     assert share == pytest.approx(fraction, abs=0.12)
     if fraction in (0.0, 1.0):
         assert share == fraction
+
+
+def test_encoder_layer_flag_takes_a_count_or_none(tmp_path):
+    """The demo recipe puts the adapter inside the tower; ``--encoder_layer none`` moves it back after the tower."""
+    def placement(*flags):
+        (_, adapter_args, *_), _ = train_hf.parse_arguments(["--output_dir", str(tmp_path), *flags])
+        return adapter_args.to_config().encoder_layer
+
+    assert placement() == 2  # configuration/recipes/demo.yaml
+    assert placement("--encoder_layer", "none") is None
+    assert placement("--encoder_layer", "null") is None
+    assert placement("--encoder_layer", "5") == 5
+    with pytest.raises(ValueError, match="--encoder_layer"):
+        placement("--encoder_layer", "after")
