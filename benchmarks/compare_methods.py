@@ -18,6 +18,13 @@ same held-out LDV and microphone sets. Rows:
 - ablations of ``transformer_standard``: no gate, with position encoding, ``scale_init`` 0.01 and 0.5 (the
   standard row is 0.1), zero-init off (the standard row is on), and the ``lm`` and ``distill`` objectives (the
   standard row trains with ``lm+distill``, the demo's objective).
+- levers on the lightweight adapter (zero-init off unless named): ``lightweight_in_encoder_K`` inside the frozen
+  tower after ``K`` of its layers (2-6), with zero-init, with 0% or 50% microphone rows, with 2x steps, with a
+  distillation warm-up (``distill_warmup_steps``); ``lightweight_no_zero_init`` and ``lightweight_distill_warmup``
+  after the tower.
+- references: ``ldv_native`` scores a model built apart on LDV audio (``--ldv_native_base``, from
+  ``build-mini-base --train-condition``) on the same sets, the ceiling of every row; ``oracle_after_tower`` (and
+  ``_4x``, four times the steps) fine-tunes the projector and LLM on the cached tower outputs (``lm``).
 
 Adapter rows train with the recipe's ``objective`` (the demo's ``lm+distill``) unless the row says otherwise; the
 projector, LoRA and oracle rows can only take the transcript loss (``lm``): distillation targets the tower's
