@@ -83,8 +83,10 @@ def test_trimmed_tower_equals_the_padded_pass_on_the_mini_base():
     # 200 and 69 mel frames -> (n - 1) // 2 + 1 conv frames -> (m - 2) // 2 + 1 pooled frames
     assert lengths.tolist() == padded_lengths.tolist() == [50, 17]
     assert padded.shape[1] == 750 and trimmed.shape[1] < 60
+    # float32 rounding of another sequence length: max abs diff 1.05e-4 with 1 torch thread, 5.1e-5 with 2 (outputs
+    # of magnitude ~1 after the final LayerNorm); a wrong mask or position shifts values by far more than 3e-4
     for row, n in enumerate(lengths.tolist()):
-        assert torch.allclose(trimmed[row, :n], padded[row, :n], atol=1e-4, rtol=0), row
+        assert torch.allclose(trimmed[row, :n], padded[row, :n], atol=3e-4, rtol=0), row
 
 
 @pytest.mark.speech
