@@ -106,15 +106,18 @@ def main(argv=None):
     rows = {name: compute_error_rates(transcribe(model, processor, ldv, f), references)["cer"]
             for name, f in transforms.items()}
     baseline = rows["none"]
+    out = Path(args.output_dir)
+    settings = dict(vars(args))
+    if out.resolve().is_relative_to(REPO):  # the results record no machine path
+        settings["output_dir"] = str(out.resolve().relative_to(REPO))
     results = {
-        "settings": vars(args), "microphone_cer": mic_cer, "ldv_cer": rows,
+        "settings": settings, "microphone_cer": mic_cer, "ldv_cer": rows,
         "gap_recovered": {k: (baseline - v) / (baseline - mic_cer) for k, v in rows.items()},
         "mean_offset_range": [float((mu_mic - mu_ldv).min()), float((mu_mic - mu_ldv).max())],
         "machine": {"cpu_count": os.cpu_count(), "processor": platform.processor() or platform.machine(),
                     "threads": args.threads, "torch": torch.__version__},
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
-    out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "frontend_equalisation.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [f"# Closed-form log-mel equalisation on `{args.condition}` (no training)", "",

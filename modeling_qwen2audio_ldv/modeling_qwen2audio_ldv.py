@@ -630,6 +630,13 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
         (``None``: the tower's output; ``k``: its hidden states after ``k`` layers)."""
         return self.domain_adapter_configs[self.active_domain_adapter].encoder_layer
 
+    def _encode_adapting_inside(self, input_features, feature_attention_mask, audio_domain, layer: int):
+        """The tower with the routed adapters after its first ``layer`` layers: adapted output and lengths."""
+        return encode_audio(
+            self.model.audio_tower, input_features, feature_attention_mask, trim=self.config.trim_audio_tower,
+            adapt=lambda states, frame_lengths: self.apply_domain_adapter(states, frame_lengths, audio_domain),
+            adapt_after=layer)
+
     def _adapt_tower_states(self, hidden, lengths, audio_domain):
         """Cached tower states (taken where the active adapter reads them) -> adapted tower output and lengths."""
         layer = self._cached_features_layer()
@@ -725,10 +732,7 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
                                   output_attentions=output_attentions, return_dict=True)
             hidden = tower_outputs.last_hidden_state
         elif layer is not None:  # the adapter inside the tower: its remaining layers run on the adapted states
-            hidden, lengths = encode_audio(
-                tower, input_features, feature_attention_mask, trim=self.config.trim_audio_tower,
-                adapt=lambda states, frame_lengths: self.apply_domain_adapter(states, frame_lengths, audio_domain),
-                adapt_after=layer)
+            hidden, lengths = self._encode_adapting_inside(input_features, feature_attention_mask, audio_domain, layer)
         else:
             hidden, lengths = encode_audio(tower, input_features, feature_attention_mask,
                                            trim=self.config.trim_audio_tower)
@@ -906,10 +910,8 @@ class Qwen2AudioLDVForConditionalGeneration(Qwen2AudioForConditionalGeneration, 
             input_features, feature_attention_mask = input_features.to(device), feature_attention_mask.to(device)
             layer = self._routed_encoder_layer(audio_domain, input_features.shape[0])
             if layer is not None:  # gradients flow through the tower's remaining (frozen) layers into the adapter
-                adapted, lengths = encode_audio(
-                    tower, input_features, feature_attention_mask, trim=self.config.trim_audio_tower,
-                    adapt=lambda states, frame_lengths: self.apply_domain_adapter(states, frame_lengths, audio_domain),
-                    adapt_after=layer)
+                adapted, lengths = self._encode_adapting_inside(input_features, feature_attention_mask, audio_domain,
+                                                                layer)
                 return DomainAdapterOutput(hidden_states=adapted, output_lengths=lengths)
             with torch.no_grad():
                 hidden, lengths = encode_audio(tower, input_features, feature_attention_mask,

@@ -127,14 +127,20 @@ def test_accumulated_step_equals_gradient_descent_on_the_whole_batch(tiny_base, 
         torch.testing.assert_close(value.detach(), expected[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def cached_pairs(model, processor, tmp_path):
+    """The paired rows from the feature cache (the input clip and its microphone teacher) and their collator."""
+    train = build_feature_cache(model, processor, paired_dataset(), audio_columns=("audio", "mic_audio"),
+                                cache_dir=str(tmp_path / "cache"), progress=False).remove_columns(["audio", "mic_audio"])
+    collator = CachedFeatureCollator(processor, INSTRUCTION, d_model=model.config.audio_config.d_model,
+                                     mic_feature_key="mic_audio_encoder")
+    return train, collator
+
+
 def test_lm_plus_distill_from_the_cache_runs_the_adapter_once(tiny_base, tmp_path):
     """From cached features the adapter's output feeds both losses (the step above checks the values)."""
     base, processor = tiny_base
     model = fresh_model(base)
-    train = build_feature_cache(model, processor, paired_dataset(), audio_columns=("audio", "mic_audio"),
-                                cache_dir=str(tmp_path / "cache"), progress=False).remove_columns(["audio", "mic_audio"])
-    collator = CachedFeatureCollator(processor, INSTRUCTION, d_model=base.config.audio_config.d_model,
-                                     mic_feature_key="mic_audio_encoder")
+    train, collator = cached_pairs(model, processor, tmp_path)
     batch = {k: v for k, v in collator([train[i] for i in range(2)]).items() if torch.is_tensor(v)}
     args = TrainingArguments(output_dir=str(tmp_path / "out"), report_to=[], use_cpu=True, save_strategy="no")
     trainer = DomainAdapterTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
@@ -153,10 +159,7 @@ def test_distill_warmup_steps_skip_the_language_model(tiny_base, tmp_path):
     distillation term only); the later steps take lm + distill."""
     base, processor = tiny_base
     model = fresh_model(base)
-    train = build_feature_cache(model, processor, paired_dataset(), audio_columns=("audio", "mic_audio"),
-                                cache_dir=str(tmp_path / "cache"), progress=False).remove_columns(["audio", "mic_audio"])
-    collator = CachedFeatureCollator(processor, INSTRUCTION, d_model=base.config.audio_config.d_model,
-                                     mic_feature_key="mic_audio_encoder")
+    train, collator = cached_pairs(model, processor, tmp_path)
     args = sgd_step_args(tmp_path)
     args.max_steps, args.gradient_accumulation_steps, args.per_device_train_batch_size = 3, 1, 4
     trainer = DomainAdapterTrainer(model=model, args=args, train_dataset=train, data_collator=collator,
