@@ -20,7 +20,8 @@ same held-out LDV and microphone sets. Rows:
   standard row trains with ``lm+distill``, the demo's objective).
 - levers on the lightweight adapter (zero-init off unless named): ``lightweight_in_encoder_K`` inside the frozen
   tower after ``K`` of its layers (2-6), with zero-init, with 0% or 50% microphone rows, with 2x steps, with a
-  distillation warm-up (``distill_warmup_steps``); ``lightweight_no_zero_init`` and ``lightweight_distill_warmup``
+  distillation warm-up (``distill_warmup_steps``); ``lightweight_in_encoder_2_regularised`` after layer 2 with
+  adapter dropout 0.1 and distillation weight 4 (the demo's recipe); ``lightweight_no_zero_init`` and ``lightweight_distill_warmup``
   after the tower.
 - references: ``ldv_native`` scores a model built apart on LDV audio (``--ldv_native_base``, from
   ``build-mini-base --train-condition``) on the same sets, the ceiling of every row; ``oracle_after_tower`` (and
@@ -187,6 +188,7 @@ class Row:
         steps_factor: this row trains ``steps_factor`` times the recipe's ``max_steps``.
         distill_warmup_factor: the first ``distill_warmup_factor`` times ``max_steps`` of them train on the
             distillation loss alone (``distill_warmup_steps``: no LLM forward, cheap steps).
+        distill_weight: the weight of ``distill`` in ``lm+distill`` for this row (``None``: the recipe's).
     """
 
     name: str
@@ -198,6 +200,7 @@ class Row:
     mic_fraction: float | None = None  # None: the recipe's
     steps_factor: int = 1  # a multiple of the recipe's max_steps
     distill_warmup_factor: int = 0  # the first (this x max_steps) steps train on distill alone
+    distill_weight: float | None = None  # None: the recipe's
 
 
 ROWS: tuple[Row, ...] = (
@@ -226,6 +229,8 @@ ROWS: tuple[Row, ...] = (
     Row("lightweight_no_zero_init", "lightweight, zero-init off", "adapter", "lightweight", (("zero_init", False),)),
     *(Row(f"lightweight_in_encoder_{k}", f"lightweight, inside the tower after layer {k}", "adapter", "lightweight",
           (("encoder_layer", k), ("zero_init", False))) for k in (2, 3, 4, 5, 6)),
+    Row("lightweight_in_encoder_2_regularised", "lightweight inside after layer 2, dropout 0.1, distill weight 4",
+        "adapter", "lightweight", (("encoder_layer", 2), ("zero_init", False), ("dropout", 0.1)), distill_weight=4.0),
     Row("lightweight_in_encoder_4_zero_init", "lightweight inside after layer 4, zero-init on", "adapter",
         "lightweight", (("encoder_layer", 4), ("zero_init", True))),
     Row("lightweight_in_encoder_4_mic_0", "lightweight inside after layer 4, no microphone rows", "adapter",
@@ -272,10 +277,11 @@ def adapter_config_for(row: Row, d_model: int, args: CompareArguments) -> Domain
     if row.method != "adapter":
         return DomainAdapterConfig(adapter_type="none")
     if row.preset == "mlp":
-        return DomainAdapterConfig.preset("mlp", bottleneck_dim=max(1, d_model // 4), dropout=args.dropout,
-                                          **dict(row.adapter))
+        return DomainAdapterConfig.preset("mlp", bottleneck_dim=max(1, d_model // 4),
+                                          **{"dropout": args.dropout, **dict(row.adapter)})
     shape = transformer_shapes(d_model)[row.preset]
-    return DomainAdapterConfig.preset(row.preset, **shape, dropout=args.dropout, **dict(row.adapter))
+    # a row's own settings (e.g. its dropout) win over the recipe's
+    return DomainAdapterConfig.preset(row.preset, **{**shape, "dropout": args.dropout, **dict(row.adapter)})
 
 
 def row_objective(row: Row, args: CompareArguments) -> str:
@@ -465,7 +471,8 @@ def train_and_evaluate(row: Row, seed: int, base: str, processor, data: Comparis
     extra = {"scale_learning_rate": args.scale_learning_rate,
              "distill_warmup_steps": row.distill_warmup_factor * args.max_steps} if row.method == "adapter" else {}
     trainer = trainer_cls(model=model, args=training_args, train_dataset=examples, data_collator=collator,
-                          objective=objective, distill_weight=args.distill_weight, distill_loss=args.distill_loss,
+                          objective=objective, distill_loss=args.distill_loss,
+                          distill_weight=args.distill_weight if row.distill_weight is None else row.distill_weight,
                           **extra)
     trainer.remove_callback(PrinterCallback)  # losses go to the JSON (first/last) instead of stdout
     start = time.perf_counter()

@@ -77,6 +77,18 @@ def test_shapes_scale_with_width():
     assert shapes["heavy"] == {"num_layers": 4, "num_heads": 8, "ff_dim": 1024}
 
 
+def test_row_settings_win_over_the_recipe():
+    args = compare_methods.CompareArguments(dropout=0.0, distill_weight=1.0)
+    row = compare_methods.ROW_BY_NAME["lightweight_in_encoder_2_regularised"]
+    config = compare_methods.adapter_config_for(row, 512, args)
+    assert (config.dropout, config.encoder_layer, config.zero_init) == (0.1, 2, False)
+    assert (config.num_layers, config.num_heads, config.ff_dim) == (1, 4, 1024)  # the lightweight shape at 512
+    # a row without its own dropout takes the recipe's
+    plain = compare_methods.adapter_config_for(compare_methods.ROW_BY_NAME["lightweight_in_encoder_2"], 512,
+                                               compare_methods.CompareArguments(dropout=0.2))
+    assert plain.dropout == 0.2
+
+
 @pytest.mark.speech
 def test_smoke_two_rows(tmp_path):
     pytest.importorskip("espeakng_loader")
