@@ -276,10 +276,7 @@ def adapter_config_for(row: Row, d_model: int, args: CompareArguments) -> Domain
     """
     if row.method != "adapter":
         return DomainAdapterConfig(adapter_type="none")
-    if row.preset == "mlp":
-        return DomainAdapterConfig.preset("mlp", bottleneck_dim=max(1, d_model // 4),
-                                          **{"dropout": args.dropout, **dict(row.adapter)})
-    shape = transformer_shapes(d_model)[row.preset]
+    shape = {"bottleneck_dim": max(1, d_model // 4)} if row.preset == "mlp" else transformer_shapes(d_model)[row.preset]
     # a row's own settings (e.g. its dropout) win over the recipe's
     return DomainAdapterConfig.preset(row.preset, **{**shape, "dropout": args.dropout, **dict(row.adapter)})
 
