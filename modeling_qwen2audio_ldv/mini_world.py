@@ -102,6 +102,15 @@ class MiniBaseSettings:
     # clip is that condition's simulated LDV recording instead (the "LDV-native" model: what a model of this size
     # reads from LDV speech when trained on it; the ceiling for a domain adapter on that condition)
     train_condition: str | None = None
+    # whisper-base only: False keeps the pretrained encoder frozen (the base's recipe: its outputs are computed once
+    # and cached). True trains it too, at `encoder_learning_rate` (every weight of the model then trains; each step
+    # runs the encoder's forward and backward, ~4x a cached step). With `train_condition` this is the LDV-native
+    # model with every weight, the encoder included, fitted to that condition: the ceiling of what a model of this
+    # size reads from its recordings.
+    train_encoder: bool = False
+    # peak LR of the pretrained encoder when it trains (same warm-up and decay as the rest): fine-tuning rates for
+    # Whisper are ~1e-5..1e-4, the from-scratch decoder's 2e-3 would overwrite what the encoder learnt
+    encoder_learning_rate: float = 1e-4
     heldout_voices: tuple[str, ...] = HELDOUT_VOICES
     # encoder positions: 150 = 3 s window (multiple of 50) for the "scratch" encoder; "whisper-base" always uses its
     # own 1500 (Whisper's 30 s window, made cheap by the trimmed tower)
@@ -503,6 +512,8 @@ def build_mini_base(
         raise ValueError(f"`encoder` must be one of {ENCODERS}, got {settings.encoder!r}")
     if settings.train_condition is not None:
         get_condition(settings.train_condition)  # an unknown preset or a bad JSON fails before any work
+    if settings.train_encoder and settings.encoder != "whisper-base":
+        raise ValueError("train_encoder applies to encoder='whisper-base' (the scratch encoder always trains)")
     if set(settings.train_voices) & set(settings.heldout_voices):
         raise ValueError("`train_voices` and `heldout_voices` must be disjoint")
     torch.set_num_threads(settings.num_threads)
@@ -567,11 +578,12 @@ def build_mini_base(
     model = Qwen2AudioLDVForConditionalGeneration(
         Qwen2AudioLDVConfig.from_base_config(base_config, DomainAdapterConfig(adapter_type="none")))
     tower = None
-    if encoder_state is not None:  # the pretrained encoder, frozen (its fp16 weights computed in float32)
+    if encoder_state is not None:  # the pretrained encoder (its fp16 weights computed in float32)
         model.model.audio_tower.load_state_dict({k: v.float() for k, v in encoder_state.items()}, strict=True)
-        tower = model.model.audio_tower.requires_grad_(False).eval()
+        if not settings.train_encoder:  # frozen: its outputs are cached below
+            tower = model.model.audio_tower.requires_grad_(False).eval()
 
-    # 3. Features, once: the log-mel (scratch encoder, SpecAugment on the fly) or the frozen tower's outputs.
+    # 3. Features, once: the log-mel (an encoder that trains; SpecAugment on the fly) or the frozen tower's outputs.
     encode_started = time.perf_counter()
     data = encode_clips(processor, prompt, clips, [row["text"] for row in kept_rows], tower=tower)
     del clips
@@ -587,12 +599,20 @@ def build_mini_base(
     audio_parameters = sum(p.numel() for n, p in model.named_parameters() if "audio_tower." in n)
     logger.info("model: %.2fM parameters (audio tower %.2fM)", num_parameters / 1e6, audio_parameters / 1e6)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in trainable if p.ndim >= 2 and "embed" not in n]
-    no_decay = [p for n, p in trainable if not (p.ndim >= 2 and "embed" not in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": settings.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.learning_rate, betas=(0.9, 0.98), eps=1e-8,
-    )
+    # the pretrained encoder (when it trains) gets its own, lower peak rate: `lr_scale` of every group
+    pretrained = encoder_state is not None and settings.train_encoder
+    groups = []
+    for in_tower in (False, True):
+        members = [(n, p) for n, p in trainable if n.startswith("model.audio_tower.") == in_tower]
+        scale = settings.encoder_learning_rate / settings.learning_rate if in_tower and pretrained else 1.0
+        groups += [
+            {"params": [p for n, p in members if p.ndim >= 2 and "embed" not in n],
+             "weight_decay": settings.weight_decay, "lr_scale": scale},
+            {"params": [p for n, p in members if not (p.ndim >= 2 and "embed" not in n)],
+             "weight_decay": 0.0, "lr_scale": scale},
+        ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=settings.learning_rate, betas=(0.9, 0.98),
+                                  eps=1e-8)
     generator = torch.Generator().manual_seed(settings.seed)
     batch_size = min(settings.batch_size, len(data.input_ids))
     steps_per_epoch = len(data.input_ids) // batch_size
@@ -613,7 +633,7 @@ def build_mini_base(
             keep = torch.rand(batch["audio_encoder_hidden_states"].shape, generator=generator) >= settings.feature_dropout
             batch["audio_encoder_hidden_states"] *= keep / (1.0 - settings.feature_dropout)
         for group in optimizer.param_groups:
-            group["lr"] = _learning_rate(step, settings)
+            group["lr"] = _learning_rate(step, settings) * group["lr_scale"]
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -686,7 +706,7 @@ def build_mini_base(
         },
         "model": {
             "encoder": settings.encoder,
-            "encoder_frozen": encoder_state is not None,
+            "encoder_frozen": encoder_state is not None and not settings.train_encoder,
             "encoder_origin": _encoder_origin(settings.encoder),
             "audio_tower_sha256": encoder_sha256,
             "saved_dtype": str(saved_dtype).replace("torch.", ""),
@@ -762,6 +782,11 @@ def _preset_rows(evaluation: dict[str, Any], default: str) -> str:
 
 
 def _training_note(record: dict[str, Any]) -> str:
+    if record["model"].get("encoder") == "whisper-base" and not record["model"].get("encoder_frozen"):
+        settings = record["settings"]
+        return (f"\nEvery weight trains, the pretrained encoder included (peak learning rate "
+                f"{settings['encoder_learning_rate']:g}, the rest {settings['learning_rate']:g}); SpecAugment-style "
+                f"masks on the log-mel\ninput take the place of the frozen recipe's dropout on cached features.")
     if not record["model"].get("encoder_frozen"):
         return ""
     seconds = record["training"].get("encode_seconds", 0.0)
@@ -796,12 +821,19 @@ def _build_markdown(record: dict[str, Any]) -> str:
     )
     if model.get("encoder") == "whisper-base":
         origin = model["encoder_origin"]
+        frozen = model.get("encoder_frozen", True)
+        speech = ("eSpeak NG microphone speech" if record["settings"].get("train_condition") is None
+                  else f"simulated LDV recordings (`{record['settings']['train_condition']}`) of eSpeak NG speech")
         intro = (
             "A stock `Qwen2AudioForConditionalGeneration` + `Qwen2AudioProcessor` whose audio tower is OpenAI\n"
-            "Whisper-base's pretrained encoder (frozen, as Qwen2-Audio's own encoder is a pretrained Whisper one), with a\n"
-            "projector and a small Qwen2 decoder trained to transcribe eSpeak NG microphone speech. Load it with the\n"
-            "stock classes:"
+            + ("Whisper-base's pretrained encoder (frozen, as Qwen2-Audio's own encoder is a pretrained Whisper one), "
+               "with a\nprojector and a small Qwen2 decoder trained" if frozen else
+               "Whisper-base's pretrained encoder, fine-tuned together with a projector and a small Qwen2 decoder\n"
+               "(every weight trained)")
+            + f" to transcribe {speech}. Load it with the\nstock classes:"
         )
+        tower_line = ("- Frozen during the build and stored in its own float16, unchanged" if frozen else
+                      "- Fine-tuned during the build (every weight), stored in float16")
         encoder_section = f"""
 ## The audio tower: OpenAI Whisper-base's encoder
 
@@ -810,7 +842,7 @@ def _build_markdown(record: dict[str, Any]) -> str:
   CTranslate2 format), whose joined `model.bin` must have sha256 `{origin['sha256']}`
   (`whisper_ct2.whisper_base_model_bytes` refuses anything else). Converted by the project's own reader
   (`modeling_qwen2audio_ldv/whisper_ct2.py`, no `ctranslate2` needed): fused q/k/v split, every encoder tensor used.
-- Frozen during the build and stored in its own float16, unchanged: sha256 of the committed `audio_tower` tensors
+{tower_line}: sha256 of the committed `audio_tower` tensors
   (names sorted, float16 bytes) `{model['audio_tower_sha256']}`. Other weights are float16 too; `config.json`
   says float32, so the stock classes compute in float32.
 - Whisper's 30 s window (1500 positions, 3000 mel frames): the processor pads every clip to 30 s with the mel of
@@ -925,6 +957,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="train on this LDV condition's simulated recordings instead of microphone speech (preset name or "
         "condition JSON): the LDV-native reference model, the ceiling for an adapter on that condition",
     )
+    parser.add_argument(
+        "--train-encoder", action="store_true",
+        help="whisper-base: train the pretrained encoder too (every weight; ~4x the time per step). With "
+        "--train-condition: the LDV-native model with nothing frozen, the ceiling of a model of this size",
+    )
+    parser.add_argument(
+        "--encoder-learning-rate", type=float, default=defaults.encoder_learning_rate,
+        help=f"peak learning rate of the encoder with --train-encoder (default {defaults.encoder_learning_rate:g})",
+    )
     parser.set_defaults(func=run_build_mini_base)
 
 
@@ -942,5 +983,7 @@ def run_build_mini_base(args: argparse.Namespace) -> int:
         warmup_steps=args.warmup_steps,
         kinds=tuple(args.kinds),
         train_condition=args.train_condition,
+        train_encoder=args.train_encoder,
+        encoder_learning_rate=args.encoder_learning_rate,
     )
     return 0

