@@ -24,8 +24,11 @@ same held-out LDV and microphone sets. Rows:
   adapter dropout 0.1 and distillation weight 4 (the demo's recipe); ``lightweight_no_zero_init`` and ``lightweight_distill_warmup``
   after the tower.
 - references: ``ldv_native`` scores a model built apart on LDV audio (``--ldv_native_base``, from
-  ``build-mini-base --train-condition``) on the same sets, the ceiling of every row; ``oracle_after_tower`` (and
-  ``_4x``, four times the steps) fine-tunes the projector and LLM on the cached tower outputs (``lm``).
+  ``build-mini-base --train-condition``: the base's recipe, its encoder frozen) on the same sets;
+  ``ldv_native_full`` one with every weight, the encoder included, trained on LDV audio (``--ldv_native_full_base``,
+  from ``build-mini-base --train-condition --train-encoder``): the ceiling of every row when present;
+  ``oracle_full_finetune_4x`` is the whole-base oracle at four times the steps; ``oracle_after_tower`` (and
+  ``_4x``) fine-tunes the projector and LLM on the cached tower outputs (``lm``).
 
 Adapter rows train with the recipe's ``objective`` (the demo's ``lm+distill``) unless the row says otherwise; the
 projector, LoRA and oracle rows can only take the transcript loss (``lm``): distillation targets the tower's
@@ -41,7 +44,9 @@ are bit-identical to the base's after training (for LoRA: the frozen base weight
 Rows run once with the first seed; then ``transformer_standard`` and the ``closest_competitors`` rows nearest
 to it in LDV CER run again with each of ``extra_seeds``; those rows report mean and sample std over seeds. With
 ``time_budget_minutes``, an extra-seed run that would end past the budget is skipped and listed. Results are
-rewritten after every run, so an interrupted comparison leaves a table of what finished.
+rewritten after every run, so an interrupted comparison leaves a table of what finished, and ``resume_from``
+takes the runs of earlier result files whose settings match (see :func:`resumable_runs`) instead of training them
+again: a long comparison can be run in pieces, or its rows split over processes and joined.
 """
 
 import json
@@ -99,6 +104,12 @@ class CompareArguments:
         "help": "the row that gets extra_seeds, with the closest_competitors rows nearest it in LDV CER"})
     ldv_native_base: str | None = field(default=None, metadata={
         "help": "the LDV-native mini model for the ldv_native row (build-mini-base --train-condition CONDITION)"})
+    ldv_native_full_base: str | None = field(default=None, metadata={
+        "help": "the LDV-native mini model with its encoder trained too, for the ldv_native_full row (build-mini-base "
+                "--train-condition CONDITION --train-encoder)"})
+    resume_from: list[str] = field(default_factory=list, metadata={
+        "help": "compare_methods.json files of earlier runs: a (row, seed) run recorded there with the same run "
+                "settings is taken from it instead of being trained again"})
     extra_seeds: list[int] = field(default_factory=lambda: [1, 2], metadata={
         "help": "further seeds for transformer_standard and its closest competitors"})
     closest_competitors: int = field(default=3, metadata={
@@ -205,8 +216,12 @@ class Row:
 
 ROWS: tuple[Row, ...] = (
     Row("baseline", "No adaptation (baseline)", "baseline"),
-    Row("ldv_native", "Ceiling: LDV-native mini model (the base's recipe on LDV audio)", "reference"),
+    Row("ldv_native", "Reference: LDV-native mini model, encoder frozen (the base's recipe on LDV audio)",
+        "reference"),
+    Row("ldv_native_full", "Ceiling: LDV-native mini model, every weight (the encoder too) trained on LDV audio",
+        "reference"),
     Row("oracle_full_finetune", "Oracle: fine-tune the whole base", "oracle"),
+    Row("oracle_full_finetune_4x", "Oracle: fine-tune the whole base, 4x steps", "oracle", steps_factor=4),
     Row("oracle_after_tower", "Oracle: fine-tune projector + LLM (tower frozen)", "oracle_after_tower"),
     Row("oracle_after_tower_4x", "Oracle: fine-tune projector + LLM, 4x steps", "oracle_after_tower",
         steps_factor=4),
@@ -248,8 +263,10 @@ ROWS: tuple[Row, ...] = (
 ROW_NAMES: tuple[str, ...] = tuple(row.name for row in ROWS)
 ROW_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
 STANDARD = "transformer_standard"
-ORACLE_ROWS = ("oracle_full_finetune", "oracle_after_tower_4x", "oracle_after_tower")
-NOT_COMPETITORS = ("baseline", "ldv_native", *ORACLE_ROWS)
+ORACLE_ROWS = ("oracle_full_finetune_4x", "oracle_full_finetune", "oracle_after_tower_4x", "oracle_after_tower")
+REFERENCE_ROWS = ("ldv_native_full", "ldv_native")  # the first that ran is the ceiling
+REFERENCE_BASES = {"ldv_native": "ldv_native_base", "ldv_native_full": "ldv_native_full_base"}
+NOT_COMPETITORS = ("baseline", *REFERENCE_ROWS, *ORACLE_ROWS)
 RUN_OVERHEAD_SECONDS = 5.0  # model load, checkpoint write and result files around one run
 
 
@@ -488,7 +505,8 @@ def train_and_evaluate(row: Row, seed: int, base: str, processor, data: Comparis
                               args.max_new_tokens, args.language, baseline=False, progress=False)
     eval_seconds = time.perf_counter() - start
     record = {
-        "row": row.name, "seed": seed, "objective": objective, "trainable_params": trainable,
+        "row": row.name, "seed": seed, "row_spec": row_spec(row), "objective": objective,
+        "trainable_params": trainable,
         "checkpoint_bytes": size, "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2),
         "ldv_cer": scores["ldv"]["adapted"]["cer"], "ldv_wer": scores["ldv"]["adapted"]["wer"],
         "mic_cer": scores["mic"]["adapted"]["cer"], "mic_wer": scores["mic"]["adapted"]["wer"],
@@ -542,14 +560,16 @@ def summarise(runs: list[dict[str, Any]], baseline: dict[str, Any]) -> list[dict
     Gap recovered per run: ``(baseline LDV CER - run LDV CER) / (baseline LDV CER - baseline mic CER)``; share of
     the oracle: ``(baseline LDV CER - run LDV CER) / (baseline LDV CER - oracle LDV CER)``, the oracle's LDV CER
     being its mean over seeds (the first of :data:`ORACLE_ROWS` that ran); share of the ceiling: the same with the
-    ``ldv_native`` reference model's LDV CER. Each is ``None`` when its denominator is not positive.
+    LDV CER of the first of :data:`REFERENCE_ROWS` that ran. Each is ``None`` when its denominator is not positive.
     """
     ldv0, mic0 = baseline["ldv_cer"], baseline["mic_cer"]
     oracle = []
     for name in ORACLE_ROWS:  # the strongest oracle that ran
         oracle = oracle or [r["ldv_cer"] for r in runs if r["row"] == name]
     oracle_cer = statistics.fmean(oracle) if oracle else None
-    native = [r["ldv_cer"] for r in runs if r["row"] == "ldv_native"]
+    native = []
+    for name in REFERENCE_ROWS:
+        native = native or [r["ldv_cer"] for r in runs if r["row"] == name]
     ceiling_cer = statistics.fmean(native) if native else None
     summaries = []
     for name in dict.fromkeys(r["row"] for r in runs):
@@ -620,8 +640,10 @@ def results_markdown(results: dict[str, Any]) -> str:
         "adaptation applied. Gap recovered = (baseline LDV CER − LDV CER) / (baseline LDV CER − baseline mic CER); "
         "share of oracle = (baseline LDV CER − LDV CER) / (baseline LDV CER − oracle LDV CER), the oracle being the "
         "first of " + ", ".join(f"`{name}`" for name in ORACLE_ROWS) + " that ran; share of ceiling = the same "
-        "against the LDV-native mini model (`ldv_native`: the base's own build recipe trained on the condition's "
-        "simulated LDV audio, its frozen Whisper-base encoder included as in that recipe). Checkpoint = "
+        "against the first of " + ", ".join(f"`{name}`" for name in REFERENCE_ROWS) + " that ran (LDV-native "
+        "mini models: the base's own build recipe on the condition's simulated LDV audio; `ldv_native_full` with "
+        "every weight trained, Whisper-base's encoder included; `ldv_native` with that encoder frozen, as in the "
+        "recipe). Checkpoint = "
         "safetensors file of the trainable weights (float32). Train time excludes the shared feature cache "
         f"({results['data']['seconds']:.0f} s for synthesis and caching, once).",
         "",
@@ -638,6 +660,13 @@ def results_markdown(results: dict[str, Any]) -> str:
         f"peft {machine['peft']}. Wall time {results['wall_seconds'] / 60:.1f} min"
         + ("." if results["complete"] else f"; INCOMPLETE: {results.get('note', 'interrupted')}."),
     ]
+    trained = [r for r in results["runs"] if r.get("seed") is not None]
+    resumed = [r for r in trained if r.get("resumed_from")]
+    if resumed:
+        sources = ", ".join(f"`{p}`" for p in dict.fromkeys(r["resumed_from"] for r in resumed))
+        lines[-1] += (f" {len(resumed)} of the {len(trained)} trained runs were taken from earlier invocations with "
+                      f"the same settings (`resume_from`: {sources}), their train times as measured then; the wall "
+                      "time is this invocation's.")
     return "\n".join(lines) + "\n"
 
 
@@ -708,6 +737,79 @@ def machine_info() -> dict[str, Any]:
             "transformers": transformers.__version__, "peft": peft.__version__}
 
 
+#: settings that change no run's result: where results go, which rows and seeds run, and how many extra seeds
+NON_RUN_SETTINGS = ("output_dir", "work_dir", "rows", "seeds", "multi_seed", "reference_row", "ldv_native_base",
+                    "ldv_native_full_base", "extra_seeds", "closest_competitors", "time_budget_minutes", "resume_from")
+
+
+def run_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings (of :class:`CompareArguments`, as a dict) that a trained run's result depends on."""
+    return {k: v for k, v in settings.items() if k not in NON_RUN_SETTINGS}
+
+
+def row_spec(row: Row) -> dict[str, Any]:
+    """``row``'s definition as JSON stores it (the label left out: wording only)."""
+    spec = json.loads(json.dumps(asdict(row)))
+    spec.pop("label")
+    return spec
+
+
+def resumable_runs(paths: list[str], args: CompareArguments, baseline: dict[str, Any],
+                   d_model: int) -> dict[tuple[str, int], dict[str, Any]]:
+    """Trained runs of earlier result files (``compare_methods.json``) that this comparison would repeat.
+
+    A file counts only when its run settings (:func:`run_settings`: everything but where results go and which
+    rows and seeds run) equal this comparison's and its baseline scored the same eval sets identically (the same
+    base, data and machine arithmetic). Of its runs, one counts when its row still exists with the same
+    definition (its recorded ``row_spec``; for records written before that was kept, the adapter configuration
+    and the objective) and its seed is set. A later file wins over an earlier one for the same (row, seed).
+    Anything left out is logged with the reason.
+    """
+    mine = run_settings(asdict(args))
+    found: dict[tuple[str, int], dict[str, Any]] = {}
+    for path in paths:
+        try:
+            earlier = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"resume_from {path}: not a readable compare_methods.json ({error})") from error
+        if not isinstance(earlier, dict) or not isinstance(earlier.get("runs"), list):
+            raise ValueError(f"resume_from {path}: expected a compare_methods.json with a `runs` list")
+        theirs = run_settings(earlier.get("settings", {}))
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        if differ:
+            logger.warning("resume_from %s: not used, its settings differ in %s", path,
+                           ", ".join(f"{k} ({theirs.get(k)!r} there, {mine.get(k)!r} here)" for k in differ))
+            continue
+        keys = ("ldv_cer", "ldv_wer", "mic_cer", "mic_wer")
+        if any(earlier.get("baseline", {}).get(k) != baseline[k] for k in keys):
+            logger.warning("resume_from %s: not used, its baseline scores %s differ from this run's %s (other data, "
+                           "base or arithmetic)", path, {k: earlier.get("baseline", {}).get(k) for k in keys},
+                           {k: baseline[k] for k in keys})
+            continue
+        for record in earlier["runs"]:
+            name, seed = record.get("row"), record.get("seed")
+            if seed is None:  # the baseline and the reference models are scored afresh
+                continue
+            row = ROW_BY_NAME.get(name)
+            if row is None:
+                logger.warning("resume_from %s: run %s seed %s left out: no such row now", path, name, seed)
+                continue
+            if "row_spec" in record:
+                same = record["row_spec"] == row_spec(row)
+            else:
+                same = record.get("objective") == row_objective(row, args) and (
+                    row.method != "adapter"
+                    or record.get("adapter_config") == adapter_config_for(row, d_model, args).to_dict())
+            if not same:
+                logger.warning("resume_from %s: run %s seed %s left out: the row's definition changed", path, name,
+                               seed)
+                continue
+            found[(name, seed)] = {**record, "resumed_from": str(path)}
+    if paths:
+        logger.info("resume_from: %d run(s) taken from %s", len(found), ", ".join(map(str, paths)))
+    return found
+
+
 def closest_rows(runs: list[dict[str, Any]], count: int, reference: str = STANDARD) -> list[str]:
     """The ``count`` rows (not baseline, a reference, an oracle or ``reference``) nearest ``reference`` in LDV CER."""
     standard = [r["ldv_cer"] for r in runs if r["row"] == reference]
@@ -738,13 +840,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     base_projector = projector_state(Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
         base, adapter_config=DomainAdapterConfig(adapter_type="none")))
     runs: list[dict[str, Any]] = [baseline] if "baseline" in args.rows else []
-    if "ldv_native" in args.rows:
-        if args.ldv_native_base:
-            runs.append(evaluate_baseline(train_hf.resolve_base(args.ldv_native_base), processor, data, args,
-                                          row="ldv_native"))
+    for name in (n for n in args.rows if n in REFERENCE_ROWS):
+        reference = getattr(args, REFERENCE_BASES[name])
+        if reference:
+            runs.append(evaluate_baseline(train_hf.resolve_base(reference), processor, data, args, row=name))
         else:
-            logger.warning("row ldv_native skipped: set --ldv_native_base (ldv-qwen2audio build-mini-base --output "
-                           "DIR --train-condition %s)", args.condition)
+            logger.warning("row %s skipped: set --%s (ldv-qwen2audio build-mini-base --output DIR --train-condition "
+                           "%s%s)", name, REFERENCE_BASES[name], args.condition,
+                           " --train-encoder" if name == "ldv_native_full" else "")
+    resumed = resumable_runs(args.resume_from, args, baseline, d_model)
+
+    def run(row: Row, seed: int) -> dict[str, Any]:
+        if (row.name, seed) in resumed:
+            logger.info("%s seed %d: taken from %s", row.name, seed, resumed[(row.name, seed)]["resumed_from"])
+            return resumed[(row.name, seed)]
+        return train_and_evaluate(row, seed, base, processor, data, base_projector, args)
     results: dict[str, Any] = {
         "settings": asdict(args), "recipe": str(recipe), "machine": machine_info(), "d_model": d_model,
         "transformer_shapes": transformer_shapes(d_model), "mlp_bottleneck": max(1, d_model // 4),
@@ -761,11 +871,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return write_outputs(results, args.output_dir)
 
     # 3. Every row with the first seed(s); then the standard row and its closest competitors with more seeds.
-    trained = [ROW_BY_NAME[name] for name in args.rows if name not in ("baseline", "ldv_native")]
+    trained = [ROW_BY_NAME[name] for name in args.rows if name not in ("baseline", *REFERENCE_ROWS)]
     plan = [(row, seed) for seed in args.seeds for row in trained]
     skipped: list[dict[str, Any]] = []
     for row, seed in plan:
-        runs.append(train_and_evaluate(row, seed, base, processor, data, base_projector, args))
+        runs.append(run(row, seed))
         publish(complete=False, note="running")
     if args.multi_seed and args.extra_seeds and args.reference_row in args.rows:
         again = [args.reference_row, *closest_rows(runs, args.closest_competitors, args.reference_row)]
@@ -775,12 +885,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 first = next(r for r in runs if r["row"] == name)
                 expected = first["train_seconds"] + first["eval_seconds"] + RUN_OVERHEAD_SECONDS
                 elapsed = time.perf_counter() - wall_start
-                if args.time_budget_minutes and elapsed + expected > 60 * args.time_budget_minutes:
+                if (name, seed) not in resumed and args.time_budget_minutes and (
+                        elapsed + expected > 60 * args.time_budget_minutes):
                     logger.warning("skipping %s seed %d: ~%.0f s more would pass the %.0f min budget (%.0f s used)",
                                    name, seed, expected, args.time_budget_minutes, elapsed)
                     skipped.append({"row": name, "seed": seed, "reason": "time budget"})
                     continue
-                runs.append(train_and_evaluate(ROW_BY_NAME[name], seed, base, processor, data, base_projector, args))
+                runs.append(run(ROW_BY_NAME[name], seed))
                 publish(complete=False, note="running")
 
     # 4. The final table.

@@ -62,6 +62,69 @@ def test_ceiling_share_and_the_strongest_oracle_that_ran():
         compare_methods.CompareArguments(reference_row="no_such_row")
 
 
+def test_the_encoder_trained_ldv_native_model_is_the_ceiling_when_present():
+    # baseline 0.6 / mic 0.1; frozen-encoder LDV-native 0.3, every-weight LDV-native 0.2: the ceiling recovers 0.4
+    baseline = _run("baseline", None, 0.6)
+    runs = [baseline, _run("ldv_native", None, 0.3), _run("ldv_native_full", None, 0.2),
+            _run("lightweight_in_encoder_2", 0, 0.4)]
+    rows = {s["row"]: s for s in compare_methods.summarise(runs, baseline)}
+    assert math.isclose(rows["lightweight_in_encoder_2"]["ceiling_share"]["mean"], 0.5)  # 0.2 of 0.4
+    assert math.isclose(rows["ldv_native"]["ceiling_share"]["mean"], 0.75)  # 0.3 of 0.4
+    assert math.isclose(rows["ldv_native_full"]["ceiling_share"]["mean"], 1.0)
+    # the whole-base oracle at 4x steps is the oracle when it ran, before the 1x one
+    runs += [_run("oracle_full_finetune", 0, 0.4), _run("oracle_full_finetune_4x", 0, 0.35)]
+    rows = {s["row"]: s for s in compare_methods.summarise(runs, baseline)}
+    assert math.isclose(rows["lightweight_in_encoder_2"]["oracle_share"]["mean"], 0.8)  # 0.2 of 0.25
+    assert compare_methods.closest_rows(runs, 3, "lightweight_in_encoder_2") == []
+
+
+def _results_file(path, args, baseline, runs):
+    path.write_text(json.dumps({"settings": compare_methods.asdict(args), "baseline": baseline, "runs": runs}))
+    return str(path)
+
+
+def test_resume_takes_only_runs_with_the_same_settings_data_and_row(tmp_path, caplog):
+    args = compare_methods.CompareArguments(max_steps=600, batch_size=16)
+    baseline = {"ldv_cer": 0.18, "ldv_wer": 0.22, "mic_cer": 0.02, "mic_wer": 0.03}
+    row = compare_methods.ROW_BY_NAME["lightweight_in_encoder_2"]
+    new_style = {**_run(row.name, 0, 0.1), "objective": "lm+distill", "row_spec": compare_methods.row_spec(row)}
+    old_style = {**_run("lightweight_in_encoder_4", 0, 0.12), "objective": "lm+distill",
+                 "adapter_config": compare_methods.adapter_config_for(
+                     compare_methods.ROW_BY_NAME["lightweight_in_encoder_4"], 512, args).to_dict()}
+    stale = {**_run("lightweight_in_encoder_6", 0, 0.14), "objective": "lm+distill",
+             "adapter_config": {"adapter_type": "transformer", "encoder_layer": 5}}  # the row means another layer now
+    reference = {**_run("ldv_native", None, 0.06)}
+    good = _results_file(tmp_path / "good.json", args, baseline,
+                         [reference, new_style, old_style, stale, _run("a_removed_row", 0, 0.1)])
+    found = compare_methods.resumable_runs([good], args, baseline, 512)
+    assert sorted(found) == [("lightweight_in_encoder_2", 0), ("lightweight_in_encoder_4", 0)]
+    assert found[("lightweight_in_encoder_2", 0)]["ldv_cer"] == 0.1
+    assert found[("lightweight_in_encoder_2", 0)]["resumed_from"] == good
+    assert "lightweight_in_encoder_6 seed 0 left out: the row's definition changed" in caplog.text
+    assert "a_removed_row seed 0 left out: no such row now" in caplog.text
+
+    # a setting that changes results, or other baseline scores (other data), drops the whole file
+    other_lr = _results_file(tmp_path / "lr.json", compare_methods.CompareArguments(max_steps=600, batch_size=16,
+                                                                                     learning_rate=0.01),
+                             baseline, [new_style])
+    other_data = _results_file(tmp_path / "data.json", args, {**baseline, "ldv_cer": 0.19}, [new_style])
+    assert compare_methods.resumable_runs([other_lr, other_data], args, baseline, 512) == {}
+    assert "lr.json: not used, its settings differ in learning_rate (0.01 there, 0.001 here)" in caplog.text
+    assert "data.json: not used, its baseline scores" in caplog.text
+    # settings that change no result (where results go, which rows run, the budget) do not matter
+    elsewhere = compare_methods.CompareArguments(max_steps=600, batch_size=16, output_dir="x", rows=["baseline"],
+                                                 time_budget_minutes=5, extra_seeds=[7])
+    assert sorted(compare_methods.resumable_runs([good], elsewhere, baseline, 512)) == sorted(found)
+
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json: not a readable compare_methods.json"):
+        compare_methods.resumable_runs([str(broken)], args, baseline, 512)
+    (tmp_path / "list.json").write_text("[]")
+    with pytest.raises(ValueError, match="list.json: expected a compare_methods.json with a `runs` list"):
+        compare_methods.resumable_runs([str(tmp_path / "list.json")], args, baseline, 512)
+
+
 def test_closest_rows_and_row_validation():
     runs = [_run("transformer_standard", 0, 0.30), _run("mlp_adapter", 0, 0.50), _run("projector", 0, 0.32),
             _run("oracle_full_finetune", 0, 0.29), _run("transformer_heavy", 0, 0.27)]
@@ -90,7 +153,7 @@ def test_row_settings_win_over_the_recipe():
 
 
 @pytest.mark.speech
-def test_smoke_two_rows(tmp_path):
+def test_smoke_two_rows(tmp_path, monkeypatch):
     pytest.importorskip("espeakng_loader")
     from modeling_qwen2audio_ldv.testing import build_tiny_base
 
@@ -99,12 +162,13 @@ def test_smoke_two_rows(tmp_path):
     model.save_pretrained(base)
     processor.save_pretrained(base)
     out = tmp_path / "results"
-    results = compare_methods.main([
+    common = [
         str(REPO / "configuration" / "recipes" / "compare_methods.yaml"), "--base_model", str(base),
-        "--output_dir", str(out), "--work_dir", str(tmp_path / "work"), "--rows", "baseline", "mlp_adapter",
+        "--work_dir", str(tmp_path / "work"), "--rows", "baseline", "mlp_adapter",
         "--num_train_utterances", "8", "--num_eval_utterances", "3", "--max_steps", "3", "--warmup_steps", "1",
         "--batch_size", "4", "--eval_batch_size", "4", "--max_new_tokens", "4", "--multi_seed", "false",
-    ])
+    ]
+    results = compare_methods.main([*common, "--output_dir", str(out)])
 
     saved = json.loads((out / "compare_methods.json").read_text())
     assert saved["complete"] is True
@@ -124,3 +188,16 @@ def test_smoke_two_rows(tmp_path):
     assert [line.split(" | ")[0] for line in table[1:]] == ["| No adaptation (baseline)", "| MLP adapter"]
     assert all(line.count("|") == table[0].count("|") for line in table[1:])
     assert (out / "compare_methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # a second invocation with resume_from takes the finished run instead of training it again
+    def no_training(*args, **kwargs):
+        raise AssertionError("a resumable run was trained again")
+
+    monkeypatch.setattr(compare_methods, "train_and_evaluate", no_training)
+    again = compare_methods.main([*common, "--output_dir", str(tmp_path / "again"),
+                                  "--resume_from", str(out / "compare_methods.json")])
+    resumed = [r for r in again["runs"] if r["row"] == "mlp_adapter"]
+    assert len(resumed) == 1 and resumed[0]["resumed_from"] == str(out / "compare_methods.json")
+    assert resumed[0]["ldv_cer"] == saved["runs"][1]["ldv_cer"]
+    assert "1 of the 1 trained runs were taken from earlier invocations" in (
+        tmp_path / "again" / "compare_methods.md").read_text()
