@@ -200,6 +200,8 @@ class Row:
         distill_warmup_factor: the first ``distill_warmup_factor`` times ``max_steps`` of them train on the
             distillation loss alone (``distill_warmup_steps``: no LLM forward, cheap steps).
         distill_weight: the weight of ``distill`` in ``lm+distill`` for this row (``None``: the recipe's).
+        tower_learning_rate: peak rate of the audio tower's weights when the row trains them (the whole-base
+            oracle); ``None``: the recipe's ``learning_rate`` like every other weight.
     """
 
     name: str
@@ -212,7 +214,13 @@ class Row:
     steps_factor: int = 1  # a multiple of the recipe's max_steps
     distill_warmup_factor: int = 0  # the first (this x max_steps) steps train on distill alone
     distill_weight: float | None = None  # None: the recipe's
+    tower_learning_rate: float | None = None  # None: the recipe's learning_rate
 
+
+#: the whole-base oracle's rate for the pretrained Whisper-base tower: the LDV-native ceiling build's encoder rate
+#: (``build-mini-base --encoder-learning-rate``); the recipe's 2e-3, meant for adapters and the from-scratch decoder,
+#: would overwrite what the tower learnt in pre-training
+ORACLE_TOWER_LR = 1e-4
 
 ROWS: tuple[Row, ...] = (
     Row("baseline", "No adaptation (baseline)", "baseline"),
@@ -220,8 +228,10 @@ ROWS: tuple[Row, ...] = (
         "reference"),
     Row("ldv_native_full", "Ceiling: LDV-native mini model, every weight (the encoder too) trained on LDV audio",
         "reference"),
-    Row("oracle_full_finetune", "Oracle: fine-tune the whole base", "oracle"),
-    Row("oracle_full_finetune_4x", "Oracle: fine-tune the whole base, 4x steps", "oracle", steps_factor=4),
+    Row("oracle_full_finetune", "Oracle: fine-tune the whole base (tower lr 1e-4)", "oracle",
+        tower_learning_rate=ORACLE_TOWER_LR),
+    Row("oracle_full_finetune_4x", "Oracle: fine-tune the whole base (tower lr 1e-4), 4x steps", "oracle",
+        steps_factor=4, tower_learning_rate=ORACLE_TOWER_LR),
     Row("oracle_after_tower", "Oracle: fine-tune projector + LLM (tower frozen)", "oracle_after_tower"),
     Row("oracle_after_tower_4x", "Oracle: fine-tune projector + LLM, 4x steps", "oracle_after_tower",
         steps_factor=4),
@@ -389,18 +399,29 @@ def build_data(args: CompareArguments, base: str, processor) -> ComparisonData:
 # -------------------------------------------------------------------------------------------------- training
 class AllTrainableTrainer(DomainAdapterTrainer):
     """The adapter Trainer's loss (``lm``: summed token cross-entropy over the step's supervised tokens), with an
-    optimiser over every trainable parameter, for the rows that train base weights (projector, LoRA, oracle)."""
+    optimiser over every trainable parameter, for the rows that train base weights (projector, LoRA, oracle).
+    ``tower_learning_rate``: the audio tower's weights get this peak rate (same schedule) instead of the Trainer's."""
+
+    def __init__(self, *args, tower_learning_rate: float | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tower_learning_rate = tower_learning_rate
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            decay, no_decay = [], []
-            for parameter in self.model.parameters():
+            decay, no_decay, tower_decay, tower_no_decay = [], [], [], []
+            for name, parameter in self.model.named_parameters():
                 if parameter.requires_grad:
-                    (decay if parameter.dim() >= 2 else no_decay).append(parameter)
-            if not (decay or no_decay):
+                    in_tower = self.tower_learning_rate is not None and ".audio_tower." in f".{name}"
+                    if parameter.dim() >= 2:
+                        (tower_decay if in_tower else decay).append(parameter)
+                    else:
+                        (tower_no_decay if in_tower else no_decay).append(parameter)
+            if not (decay or no_decay or tower_decay or tower_no_decay):
                 raise ValueError("the model has no trainable parameters")
             groups = [{"params": decay, "weight_decay": self.args.weight_decay},
-                      {"params": no_decay, "weight_decay": 0.0}]
+                      {"params": no_decay, "weight_decay": 0.0},
+                      {"params": tower_decay, "weight_decay": self.args.weight_decay, "lr": self.tower_learning_rate},
+                      {"params": tower_no_decay, "weight_decay": 0.0, "lr": self.tower_learning_rate}]
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
             self.optimizer = optimizer_cls([g for g in groups if g["params"]], **optimizer_kwargs)
         return self.optimizer
@@ -483,7 +504,8 @@ def train_and_evaluate(row: Row, seed: int, base: str, processor, data: Comparis
     )
     trainer_cls = DomainAdapterTrainer if row.method == "adapter" else AllTrainableTrainer
     extra = {"scale_learning_rate": args.scale_learning_rate,
-             "distill_warmup_steps": row.distill_warmup_factor * args.max_steps} if row.method == "adapter" else {}
+             "distill_warmup_steps": row.distill_warmup_factor * args.max_steps} if row.method == "adapter" else {
+        "tower_learning_rate": row.tower_learning_rate}
     trainer = trainer_cls(model=model, args=training_args, train_dataset=examples, data_collator=collator,
                           objective=objective, distill_loss=args.distill_loss,
                           distill_weight=args.distill_weight if row.distill_weight is None else row.distill_weight,
@@ -747,6 +769,11 @@ def run_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in NON_RUN_SETTINGS}
 
 
+#: JSON of the defaults of Row's optional fields (a record written before a field existed stands for its default)
+ROW_FIELD_DEFAULTS = json.loads(json.dumps({f.name: f.default for f in fields(Row)
+                                            if f.name not in ("name", "label", "method")}))
+
+
 def row_spec(row: Row) -> dict[str, Any]:
     """``row``'s definition as JSON stores it (the label left out: wording only)."""
     spec = json.loads(json.dumps(asdict(row)))
@@ -794,8 +821,8 @@ def resumable_runs(paths: list[str], args: CompareArguments, baseline: dict[str,
             if row is None:
                 logger.warning("resume_from %s: run %s seed %s left out: no such row now", path, name, seed)
                 continue
-            if "row_spec" in record:
-                same = record["row_spec"] == row_spec(row)
+            if "row_spec" in record:  # a field added to Row since then takes its default
+                same = {**ROW_FIELD_DEFAULTS, **record["row_spec"]} == row_spec(row)
             else:
                 same = record.get("objective") == row_objective(row, args) and (
                     row.method != "adapter"

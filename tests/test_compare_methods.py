@@ -93,11 +93,16 @@ def test_resume_takes_only_runs_with_the_same_settings_data_and_row(tmp_path, ca
                      compare_methods.ROW_BY_NAME["lightweight_in_encoder_4"], 512, args).to_dict()}
     stale = {**_run("lightweight_in_encoder_6", 0, 0.14), "objective": "lm+distill",
              "adapter_config": {"adapter_type": "transformer", "encoder_layer": 5}}  # the row means another layer now
+    # written before Row had `tower_learning_rate`: the missing field stands for its default
+    regularised = compare_methods.ROW_BY_NAME["lightweight_in_encoder_2_regularised"]
+    before_field = {**_run(regularised.name, 1, 0.08), "row_spec": {
+        k: v for k, v in compare_methods.row_spec(regularised).items() if k != "tower_learning_rate"}}
     reference = {**_run("ldv_native", None, 0.06)}
     good = _results_file(tmp_path / "good.json", args, baseline,
-                         [reference, new_style, old_style, stale, _run("a_removed_row", 0, 0.1)])
+                         [reference, new_style, old_style, stale, before_field, _run("a_removed_row", 0, 0.1)])
     found = compare_methods.resumable_runs([good], args, baseline, 512)
-    assert sorted(found) == [("lightweight_in_encoder_2", 0), ("lightweight_in_encoder_4", 0)]
+    assert sorted(found) == [("lightweight_in_encoder_2", 0), ("lightweight_in_encoder_2_regularised", 1),
+                             ("lightweight_in_encoder_4", 0)]
     assert found[("lightweight_in_encoder_2", 0)]["ldv_cer"] == 0.1
     assert found[("lightweight_in_encoder_2", 0)]["resumed_from"] == good
     assert "lightweight_in_encoder_6 seed 0 left out: the row's definition changed" in caplog.text
@@ -123,6 +128,36 @@ def test_resume_takes_only_runs_with_the_same_settings_data_and_row(tmp_path, ca
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(ValueError, match="list.json: expected a compare_methods.json with a `runs` list"):
         compare_methods.resumable_runs([str(tmp_path / "list.json")], args, baseline, 512)
+
+
+def test_whole_base_oracle_trains_the_tower_at_its_own_rate(tiny_base_dir, tmp_path):
+    """The whole-base oracle rows train every weight; the audio tower's at ``tower_learning_rate`` (the ceiling
+    build's encoder rate), the rest at the recipe's, through the same schedule."""
+    from transformers import TrainingArguments
+
+    args = compare_methods.CompareArguments(learning_rate=2e-3)
+    row = compare_methods.ROW_BY_NAME["oracle_full_finetune_4x"]
+    assert row.steps_factor == 4 and row.tower_learning_rate == compare_methods.ORACLE_TOWER_LR == 1e-4
+    model = compare_methods.prepare_model(row, str(tiny_base_dir), args)
+    assert all(p.requires_grad for p in model.parameters())
+    trainer = compare_methods.AllTrainableTrainer(
+        model=model, args=TrainingArguments(output_dir=str(tmp_path), learning_rate=2e-3, max_steps=4,
+                                            warmup_steps=0, lr_scheduler_type="linear", report_to="none",
+                                            use_cpu=True),
+        objective="lm", tower_learning_rate=row.tower_learning_rate)
+    trainer.create_optimizer_and_scheduler(num_training_steps=4)
+    tower = {id(p) for n, p in model.named_parameters() if n.startswith("model.audio_tower.")}
+    by_lr = {}
+    for group in trainer.optimizer.param_groups:
+        by_lr.setdefault(group["lr"], set()).update(id(p) for p in group["params"])
+    assert by_lr == {1e-4: tower, 2e-3: {id(p) for p in model.parameters()} - tower}
+    trainer.optimizer.step()
+    trainer.lr_scheduler.step()  # linear decay: a quarter of the way, both rates x 3/4
+    assert sorted(g["lr"] for g in trainer.optimizer.param_groups) == pytest.approx([7.5e-5, 7.5e-5, 1.5e-3, 1.5e-3])
+    # a row without its own tower rate: one rate for every weight, as before
+    plain = compare_methods.AllTrainableTrainer(model=model, args=trainer.args, objective="lm")
+    plain.create_optimizer()
+    assert {g["lr"] for g in plain.optimizer.param_groups} == {2e-3}
 
 
 def test_closest_rows_and_row_validation():
