@@ -831,7 +831,7 @@ def resumable_runs(paths: list[str], args: CompareArguments, baseline: dict[str,
                 logger.warning("resume_from %s: run %s seed %s left out: the row's definition changed", path, name,
                                seed)
                 continue
-            found[(name, seed)] = {**record, "resumed_from": str(path)}
+            found[(name, seed)] = {"resumed_from": str(path), **record}  # a run resumed before keeps its source
     if paths:
         logger.info("resume_from: %d run(s) taken from %s", len(found), ", ".join(map(str, paths)))
     return found

@@ -105,6 +105,9 @@ def test_resume_takes_only_runs_with_the_same_settings_data_and_row(tmp_path, ca
                              ("lightweight_in_encoder_4", 0)]
     assert found[("lightweight_in_encoder_2", 0)]["ldv_cer"] == 0.1
     assert found[("lightweight_in_encoder_2", 0)]["resumed_from"] == good
+    # a run that was itself taken from an earlier file keeps that source
+    relayed = _results_file(tmp_path / "relayed.json", args, baseline, [{**new_style, "resumed_from": "first.json"}])
+    assert compare_methods.resumable_runs([relayed], args, baseline, 512)[(row.name, 0)]["resumed_from"] == "first.json"
     assert "lightweight_in_encoder_6 seed 0 left out: the row's definition changed" in caplog.text
     assert "a_removed_row seed 0 left out: no such row now" in caplog.text
 
