@@ -99,8 +99,8 @@ class MiniBaseSettings:
     kinds: tuple[str, ...] = ("digits", "command", "sentence")
     train_voices: tuple[str, ...] = TRAIN_VOICES
     # None: training clips through the microphone channel (the base). An LDV preset or condition JSON: every training
-    # clip is that condition's simulated LDV recording instead (the "LDV-native" model: what a model of this size
-    # reads from LDV speech when trained on it; the ceiling for a domain adapter on that condition)
+    # clip is that condition's simulated LDV recording instead (the "LDV-native" model; with `train_encoder` too, what
+    # a model of this size reads from LDV speech when trained on it: the ceiling for a domain adapter there)
     train_condition: str | None = None
     # whisper-base only: False keeps the pretrained encoder frozen (the base's recipe: its outputs are computed once
     # and cached). True trains it too, at `encoder_learning_rate` (every weight of the model then trains; each step
@@ -955,7 +955,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--train-condition", default=None,
         help="train on this LDV condition's simulated recordings instead of microphone speech (preset name or "
-        "condition JSON): the LDV-native reference model, the ceiling for an adapter on that condition",
+        "condition JSON): the LDV-native reference model (with --train-encoder: the ceiling for an adapter there)",
     )
     parser.add_argument(
         "--train-encoder", action="store_true",
