@@ -275,7 +275,9 @@ ROW_BY_NAME: dict[str, Row] = {row.name: row for row in ROWS}
 STANDARD = "transformer_standard"
 ORACLE_ROWS = ("oracle_full_finetune_4x", "oracle_full_finetune", "oracle_after_tower_4x", "oracle_after_tower")
 REFERENCE_ROWS = ("ldv_native_full", "ldv_native")  # the first that ran is the ceiling
-REFERENCE_BASES = {"ldv_native": "ldv_native_base", "ldv_native_full": "ldv_native_full_base"}
+#: each reference row's model argument and the build-mini-base flags that make that model
+REFERENCE_BASES = {"ldv_native": ("ldv_native_base", ""),
+                   "ldv_native_full": ("ldv_native_full_base", " --train-encoder")}
 NOT_COMPETITORS = ("baseline", *REFERENCE_ROWS, *ORACLE_ROWS)
 RUN_OVERHEAD_SECONDS = 5.0  # model load, checkpoint write and result files around one run
 
@@ -408,22 +410,19 @@ class AllTrainableTrainer(DomainAdapterTrainer):
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
-            decay, no_decay, tower_decay, tower_no_decay = [], [], [], []
+            members: dict[tuple[bool, bool], list] = {key: [] for key in ((False, True), (False, False),
+                                                                          (True, True), (True, False))}
             for name, parameter in self.model.named_parameters():
                 if parameter.requires_grad:
                     in_tower = self.tower_learning_rate is not None and ".audio_tower." in f".{name}"
-                    if parameter.dim() >= 2:
-                        (tower_decay if in_tower else decay).append(parameter)
-                    else:
-                        (tower_no_decay if in_tower else no_decay).append(parameter)
-            if not (decay or no_decay or tower_decay or tower_no_decay):
+                    members[(in_tower, parameter.dim() >= 2)].append(parameter)
+            groups = [{"params": params, "weight_decay": self.args.weight_decay if decay else 0.0,
+                       **({"lr": self.tower_learning_rate} if in_tower else {})}
+                      for (in_tower, decay), params in members.items() if params]
+            if not groups:
                 raise ValueError("the model has no trainable parameters")
-            groups = [{"params": decay, "weight_decay": self.args.weight_decay},
-                      {"params": no_decay, "weight_decay": 0.0},
-                      {"params": tower_decay, "weight_decay": self.args.weight_decay, "lr": self.tower_learning_rate},
-                      {"params": tower_no_decay, "weight_decay": 0.0, "lr": self.tower_learning_rate}]
             optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
-            self.optimizer = optimizer_cls([g for g in groups if g["params"]], **optimizer_kwargs)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
 
 
@@ -503,9 +502,11 @@ def train_and_evaluate(row: Row, seed: int, base: str, processor, data: Comparis
         label_names=["labels"], use_cpu=args.use_cpu, dataloader_pin_memory=False,
     )
     trainer_cls = DomainAdapterTrainer if row.method == "adapter" else AllTrainableTrainer
-    extra = {"scale_learning_rate": args.scale_learning_rate,
-             "distill_warmup_steps": row.distill_warmup_factor * args.max_steps} if row.method == "adapter" else {
-        "tower_learning_rate": row.tower_learning_rate}
+    if row.method == "adapter":
+        extra = {"scale_learning_rate": args.scale_learning_rate,
+                 "distill_warmup_steps": row.distill_warmup_factor * args.max_steps}
+    else:
+        extra = {"tower_learning_rate": row.tower_learning_rate}
     trainer = trainer_cls(model=model, args=training_args, train_dataset=examples, data_collator=collator,
                           objective=objective, distill_loss=args.distill_loss,
                           distill_weight=args.distill_weight if row.distill_weight is None else row.distill_weight,
@@ -868,13 +869,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base, adapter_config=DomainAdapterConfig(adapter_type="none")))
     runs: list[dict[str, Any]] = [baseline] if "baseline" in args.rows else []
     for name in (n for n in args.rows if n in REFERENCE_ROWS):
-        reference = getattr(args, REFERENCE_BASES[name])
-        if reference:
-            runs.append(evaluate_baseline(train_hf.resolve_base(reference), processor, data, args, row=name))
+        argument, flags = REFERENCE_BASES[name]
+        if getattr(args, argument):
+            runs.append(evaluate_baseline(train_hf.resolve_base(getattr(args, argument)), processor, data, args,
+                                          row=name))
         else:
             logger.warning("row %s skipped: set --%s (ldv-qwen2audio build-mini-base --output DIR --train-condition "
-                           "%s%s)", name, REFERENCE_BASES[name], args.condition,
-                           " --train-encoder" if name == "ldv_native_full" else "")
+                           "%s%s)", name, argument, args.condition, flags)
     resumed = resumable_runs(args.resume_from, args, baseline, d_model)
 
     def run(row: Row, seed: int) -> dict[str, Any]:

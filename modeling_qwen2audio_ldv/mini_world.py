@@ -599,12 +599,12 @@ def build_mini_base(
     audio_parameters = sum(p.numel() for n, p in model.named_parameters() if "audio_tower." in n)
     logger.info("model: %.2fM parameters (audio tower %.2fM)", num_parameters / 1e6, audio_parameters / 1e6)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    # the pretrained encoder (when it trains) gets its own, lower peak rate: `lr_scale` of every group
-    pretrained = encoder_state is not None and settings.train_encoder
+    # the pretrained encoder (when it trains: whisper-base only, checked above) gets its own, lower peak rate:
+    # `lr_scale` of every group
     groups = []
     for in_tower in (False, True):
         members = [(n, p) for n, p in trainable if n.startswith("model.audio_tower.") == in_tower]
-        scale = settings.encoder_learning_rate / settings.learning_rate if in_tower and pretrained else 1.0
+        scale = settings.encoder_learning_rate / settings.learning_rate if in_tower and settings.train_encoder else 1.0
         groups += [
             {"params": [p for n, p in members if p.ndim >= 2 and "embed" not in n],
              "weight_decay": settings.weight_decay, "lr_scale": scale},
