@@ -1,20 +1,16 @@
 """Qwen2-Audio with a trainable domain adapter for Laser Doppler Vibrometer (LDV) speech.
 
-The configuration and modeling modules are the two files that travel to the Hub with a saved adapter;
-everything else (simulator, data, training, evaluation, tools) is loaded on first use.
+The ``*_qwen2audio_ldv.py`` modules of this folder are the files that travel to the Hub with a saved adapter
+(configuration, adapter layers, the trimmed encoder pass, the adapter bank, the model); everything else (data,
+training, inference, evaluation, synthetic speech, tools, cli) is loaded on first use.
 """
 
 from importlib import import_module
 
 from .configuration_qwen2audio_ldv import ADAPTER_PRESETS, DomainAdapterConfig, Qwen2AudioLDVConfig
-from .modeling_qwen2audio_ldv import (
-    DOMAIN_ADAPTER_PREFIX,
-    MLPDomainAdapter,
-    Qwen2AudioLDVForConditionalGeneration,
-    TransformerDomainAdapter,
-    add_domain_adapter_to_model,
-    convert_pt_to_safetensors,
-)
+from .adapter_bank_qwen2audio_ldv import DOMAIN_ADAPTER_PREFIX
+from .adapters_qwen2audio_ldv import MLPDomainAdapter, TransformerDomainAdapter
+from .modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration, add_domain_adapter_to_model
 
 __version__ = "0.1.0"
 
@@ -25,6 +21,7 @@ _LAZY = {
     "LDVCondition": "simulator",
     "LDV_PRESETS": "simulator",
     "train_with_domain_adapter": "guide_training",
+    "convert_pt_to_safetensors": "tools.convert",
 }
 
 

@@ -1,7 +1,8 @@
 """`ldv-qwen2audio`: one command with a subcommand per tool.
 
-Each tool lives in its own module and registers its subcommands through ``register_cli(subparsers)``; a
-subcommand's handler is ``args.func(args)`` and returns the process exit code.
+Each command group is one module of this package that registers its subcommands through
+``register(subparsers)``; a subcommand's handler is ``args.func(args)`` and returns the process exit code. The
+library modules expose functions only; the flags live here.
 """
 
 import argparse
@@ -12,11 +13,11 @@ from importlib import import_module
 # Modules that contribute subcommands, in the order `--help` lists them.
 SUBCOMMAND_MODULES = (
     "transcribe",
-    "simulator",
+    "simulate",
     "corpus",
     "data",
-    "mini_world",
-    "evaluation",
+    "mini_base",
+    "evaluate",
     "hub",
     "explain",
     "diagnose",
@@ -31,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
-        import_module(f"modeling_qwen2audio_ldv.{name}").register_cli(subparsers)
+        import_module(f"{__name__}.{name}").register(subparsers)
     return parser
 
 

@@ -6,10 +6,10 @@ A published repository holds what ``save_pretrained`` writes for an adapter-only
 - ``config.json``: the Qwen2-Audio configuration with the adapter's hyper-parameters, ``auto_map`` and
   ``base_model_name_or_path`` (the base the adapter loads onto);
 - ``domain_adapter.safetensors``: the adapter's weights;
-- ``configuration_qwen2audio_ldv.py`` and ``modeling_qwen2audio_ldv.py``: the code ``trust_remote_code`` runs;
+- the ``*_qwen2audio_ldv.py`` Hub files (``CODE_FILES``): the code ``trust_remote_code`` runs;
 - ``README.md``: a model card rendered from :data:`MODEL_CARD_TEMPLATE` with ``huggingface_hub.ModelCard``. Its
   metadata holds ``base_model`` (+ ``base_model_relation: adapter``), ``library_name: transformers``, tags,
-  ``datasets`` and a ``model-index`` with the CER/WER of ``results.json`` (see :mod:`.report`).
+  ``datasets`` and a ``model-index`` with the CER/WER of ``results.json`` (see :mod:`..evaluation.report`).
 
 Upload goes through ``HfApi``: ``create_repo``, ``create_branch`` (for a ``revision`` other than the default
 branch), then ``create_commit`` with every file. A second ``create_commit`` rewrites ``README.md`` so that its usage
@@ -20,7 +20,7 @@ Missing inputs do not stop a push; the card says what is missing: no results (no
 (not written to the metadata; pass ``base_model="Qwen/Qwen2-Audio-7B-Instruct"`` to publish a loadable adapter).
 
 Example:
-    >>> model.push_to_hub("user/qwen2-audio-ldv-window", results="outputs/run/results.json", condition="window")
+    >>> push_model(model, "user/qwen2-audio-ldv-window", results="outputs/run/results.json", condition="window")
     >>> push_adapter("outputs/run/adapter", "user/qwen2-audio-ldv-window", "outputs/run/results.json")
 
 Command line: ``ldv-qwen2audio push ADAPTER_DIR REPO_ID --results results.json`` (``--card-only`` writes the
@@ -29,7 +29,6 @@ card into ADAPTER_DIR without uploading).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -43,18 +42,17 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .modeling_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME, DOMAIN_ADAPTER_PREFIX
+from ..adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME, CHECKPOINT_ADAPTER_PREFIX
+from ..modeling_qwen2audio_ldv import CODE_FILES
 
 logger = logging.getLogger(__name__)
 
-#: The Jinja2 template of the model card (shipped with the package; ``model_cards/adapter_card.md`` is a copy).
+#: The Jinja2 template of the model card (shipped with the package).
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card_template.md"
 #: Tags every published adapter carries.
 CARD_TAGS: tuple[str, ...] = ("qwen2-audio", "ldv", "domain-adaptation", "audio")
 #: The files of an adapter-only checkpoint; :func:`push_adapter` uploads exactly these (plus ``README.md``).
-ADAPTER_FILES: tuple[str, ...] = (
-    "config.json", ADAPTER_WEIGHTS_NAME, "configuration_qwen2audio_ldv.py", "modeling_qwen2audio_ldv.py",
-)
+ADAPTER_FILES: tuple[str, ...] = ("config.json", ADAPTER_WEIGHTS_NAME, *CODE_FILES)
 #: The task that the ``model-index`` results belong to.
 TASK_TYPE, TASK_NAME = "automatic-speech-recognition", "Speech recognition"
 #: Readable names of the evaluation sets and models that ``train_hf.py`` writes into ``results.json``.
@@ -67,7 +65,7 @@ _PLACEHOLDER_REVISION = "COMMIT_HASH"
 
 # ------------------------------------------------------------------------------------------------------- inputs
 def load_results(results: Mapping[str, Any] | str | os.PathLike | None) -> dict[str, Any] | None:
-    """The results dictionary of a run (shape: :mod:`.report`).
+    """The results dictionary of a run (shape: :mod:`..evaluation.report`).
 
     Args:
         results: ``None``; a dictionary; a ``results.json`` file; or a directory that holds ``results.json``.
@@ -184,7 +182,7 @@ def _count_adapter_parameters(folder: Path) -> tuple[int | None, str | None]:
     for path in files:
         with safe_open(str(path), framework="pt") as handle:
             for key in handle.keys():
-                if path == adapter_file or key.startswith(DOMAIN_ADAPTER_PREFIX):
+                if path == adapter_file or key.startswith(CHECKPOINT_ADAPTER_PREFIX):
                     total += math.prod(handle.get_slice(key).get_shape())
                     found = True
     if not files:
@@ -455,7 +453,10 @@ def push_model(
     license: str | None = "apache-2.0",
     tags: Sequence[str] | None = None,
 ):
-    """Publish a loaded ``Qwen2AudioLDVForConditionalGeneration``: what ``model.push_to_hub`` does.
+    """Publish a loaded ``Qwen2AudioLDVForConditionalGeneration`` with this project's model card.
+
+    ``model.push_to_hub`` is the stock transformers upload of the same ``save_pretrained`` folder, with the stock
+    card; this function adds the card with the error-rate table, the base reference and the pinned snippet.
 
     The model is saved with ``save_pretrained`` (adapter-only when it has a base reference; the full model
     otherwise, which the card points out), then uploaded with a model card as in :func:`push_adapter`.
@@ -528,7 +529,7 @@ def load_adapter_model(
     import torch
     from transformers import AutoProcessor
 
-    from .modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
+    from ..modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
 
     kwargs: dict[str, Any] = {}
     if revision is not None:
@@ -546,66 +547,6 @@ def load_adapter_model(
     else:
         processor = AutoProcessor.from_pretrained(model_name_or_path, **({"revision": revision} if revision else {}))
     return model.to(device or "cpu").eval(), processor
-
-
-def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--model/--processor/--revision/--dtype/--device`` flags shared by the tools that load an adapter."""
-    parser.add_argument("--model", required=True, help="adapter: Hub repo id or directory written by save_pretrained")
-    parser.add_argument("--processor", default=None,
-                        help="processor source (default: the adapter's base model)")
-    parser.add_argument("--revision", default=None, help="revision of the adapter repo (pin a commit)")
-    parser.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"),
-                        help="model dtype (default: the checkpoint's)")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cpu)")
-
-
-# ------------------------------------------------------------------------------------------------------- CLI
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register the ``push`` subcommand."""
-    parser = subparsers.add_parser(
-        "push",
-        help="publish a saved adapter on the Hub with a model card",
-        description=(
-            "Upload an adapter-only checkpoint (config.json, domain_adapter.safetensors, the code files) to a Hub "
-            "repository with a model card (base model, LDV condition, CER/WER from results.json, pinned usage "
-            "snippet). With --card-only, write README.md into the adapter directory and upload nothing."
-        ),
-    )
-    parser.add_argument("adapter_dir", help="directory written by save_pretrained (e.g. output_dir/adapter)")
-    parser.add_argument("repo_id", help="user/name (created if missing)")
-    parser.add_argument("--results", default=None, help="results.json of the run (or its directory)")
-    parser.add_argument("--condition", default=None, help="LDV condition (default: the results' condition)")
-    parser.add_argument("--dataset", action="append", default=None, help="Hub dataset id of the training data "
-                        "(repeat for several)")
-    parser.add_argument("--base-model", default=None, help="Hub id of the base, replacing a local path in config.json")
-    parser.add_argument("--base-model-revision", default=None, help="revision of the base model")
-    parser.add_argument("--revision", default=None, help="branch to push to (default: main)")
-    parser.add_argument("--private", action="store_true", help="create the repository as private")
-    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
-    parser.add_argument("--card-only", action="store_true", help="write README.md into ADAPTER_DIR, upload nothing")
-    parser.set_defaults(func=_push_command)
-
-
-def _push_command(args: argparse.Namespace) -> int:
-    try:
-        if args.card_only:
-            card = adapter_card(args.adapter_dir, args.repo_id, results=args.results, condition=args.condition,
-                                datasets=args.dataset)
-            path = Path(args.adapter_dir) / "README.md"
-            card.save(path)
-            print(f"model card written to {path}")
-            return 0
-        commit = push_adapter(args.adapter_dir, args.repo_id, args.results, condition=args.condition,
-                              datasets=args.dataset, base_model=args.base_model,
-                              base_model_revision=args.base_model_revision, revision=args.revision,
-                              private=args.private or None, create_pr=args.create_pr)
-    except (OSError, ValueError) as error:  # missing files, bad results, Hub errors
-        logger.error("%s", error)
-        return 2
-    print(f"published {commit.repo_url.repo_id} at commit {commit.oid}")
-    print(f"load with: AutoModelForSeq2SeqLM.from_pretrained({commit.repo_url.repo_id!r}, revision={commit.oid!r}, "
-          f"trust_remote_code=True)")
-    return 0
 
 
 __all__ = [
