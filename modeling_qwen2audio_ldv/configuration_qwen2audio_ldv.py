@@ -6,7 +6,7 @@ This file travels to the Hub with every saved adapter (``trust_remote_code``): i
 """
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from huggingface_hub.dataclasses import strict
