@@ -233,7 +233,7 @@ class DomainAdapterBankMixin:
     def disable_domain_adapter(self):
         """Within the block every adapter is bypassed: the base model (bit for bit with ``trim_audio_tower=False``;
         within float32 rounding of the stock padded encoder pass with the default ``True``). On leaving, the switch
-        is back where it was (nested blocks and :meth:`disable_domain_adapters` before the block included)."""
+        is back where it was (nested blocks and :meth:`set_domain_adapters_enabled` before the block included)."""
         previous = self._domain_adapter_enabled
         self._domain_adapter_enabled = False
         try:
@@ -241,18 +241,16 @@ class DomainAdapterBankMixin:
         finally:
             self._domain_adapter_enabled = previous
 
-    def disable_domain_adapters(self) -> None:
-        """Bypass every adapter until :meth:`enable_domain_adapters` (the model is exactly the base model).
-
-        The non-context form of ``with model.disable_domain_adapter():``."""
-        self._domain_adapter_enabled = False
-
-    def enable_domain_adapters(self) -> None:
-        """Undo :meth:`disable_domain_adapters`."""
-        self._domain_adapter_enabled = True
+    def set_domain_adapters_enabled(self, enabled: bool) -> None:
+        """Switch every adapter on or off until the next call (off: the model is exactly the base model); the
+        non-context form of ``with model.disable_domain_adapter():``."""
+        if not isinstance(enabled, bool):
+            raise TypeError(f"`enabled` must be a bool, got {enabled!r}")
+        self._domain_adapter_enabled = enabled
 
     @property
     def domain_adapters_enabled(self) -> bool:
+        """Whether the adapters run (see :meth:`set_domain_adapters_enabled` and :meth:`disable_domain_adapter`)."""
         return self._domain_adapter_enabled
 
     # ------------------------------------------------------------------------------------ add, switch, delete

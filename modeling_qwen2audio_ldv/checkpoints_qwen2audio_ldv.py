@@ -162,8 +162,6 @@ class DomainAdapterCheckpointMixin:
                 f"{base_model_name_or_path}: expected a Qwen2-Audio checkpoint (model_type 'qwen2_audio'), "
                 f"got model_type {getattr(base_config, 'model_type', None)!r}"
             )
-        if isinstance(base_config, Qwen2AudioLDVConfig):
-            raise ValueError(f"{base_model_name_or_path} already holds an LDV adapter model; use from_pretrained")
         config = Qwen2AudioLDVConfig.from_base_config(
             base_config,
             adapter_config or DomainAdapterConfig(),
