@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> dict:
     if corpus is not None:
         write_demo_pictures(model, processor, corpus, data_args, output_dir)
     if push_to_hub:
-        from modeling_qwen2audio_ldv.hub import push_adapter
+        from modeling_qwen2audio_ldv.tools.hub import push_adapter
 
         push_adapter(adapter_dir, training_args.hub_model_id or Path(output_dir).name, results,
                      token=training_args.hub_token, private=training_args.hub_private_repo,

@@ -20,7 +20,7 @@ from transformers import Qwen2AudioEncoder, Qwen2AudioEncoderConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_seconds  # noqa: E402
 
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio  # noqa: E402
+from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio  # noqa: E402
 
 
 def main() -> None:

@@ -37,7 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from modeling_qwen2audio_ldv.configuration_qwen2audio_ldv import DomainAdapterConfig  # noqa: E402
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import build_domain_adapter, encode_audio  # noqa: E402
+from modeling_qwen2audio_ldv.adapters_qwen2audio_ldv import build_domain_adapter  # noqa: E402
+from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio  # noqa: E402
 
 VOCAB = 156032
 AUDIO = dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120, num_mel_bins=128,

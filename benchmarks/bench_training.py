@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _timing import median_seconds  # noqa: E402
 
 from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration  # noqa: E402
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import TransformerDomainAdapter, encode_audio  # noqa: E402
+from modeling_qwen2audio_ldv.adapters_qwen2audio_ldv import TransformerDomainAdapter  # noqa: E402
+from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio  # noqa: E402
 from modeling_qwen2audio_ldv.training import distillation_loss  # noqa: E402
 
 

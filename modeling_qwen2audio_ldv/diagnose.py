@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .explain import HEALTHY_GATE_RANGE, SAMPLING_RATE, gate_verdict
-from .modeling_qwen2audio_ldv import DOMAIN_ADAPTER_PREFIX, encode_audio
+from .audio_tower_qwen2audio_ldv import encode_audio
 
 logger = logging.getLogger(__name__)
 
@@ -171,11 +171,11 @@ def _check_trainable(model: Any, report: DiagnosisReport) -> list[tuple[str, tor
         report.problems.append(
             "no trainable parameters: every parameter has requires_grad=False (a frozen adapter?). Call "
             "model.freeze_base_model(), which makes exactly the adapter's `domain_adapter.*` parameters trainable")
-    outside = [n for n, _ in trainable if not n.startswith(DOMAIN_ADAPTER_PREFIX)]
+    outside = [n for n, _ in trainable if not n.startswith(model.active_adapter_prefix())]
     if outside:
         report.warnings.append(f"{len(outside)} trainable tensors outside the adapter (e.g. {outside[0]}): the base "
                                "model is not frozen; call model.freeze_base_model()")
-    bad = [n for n, p in named if n.startswith(DOMAIN_ADAPTER_PREFIX) and not torch.isfinite(p).all()]
+    bad = [n for n, p in named if n.startswith(model.active_adapter_prefix()) and not torch.isfinite(p).all()]
     if bad:
         report.problems.append(f"NaN/Inf in adapter weights: {bad}")
     return trainable
@@ -392,7 +392,7 @@ def diagnose(
 # ------------------------------------------------------------------------------------------------------- CLI
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``diagnose`` subcommand."""
-    from .hub import add_model_arguments
+    from .cli.common import add_model_arguments
 
     parser = subparsers.add_parser(
         "diagnose",
@@ -430,7 +430,7 @@ def _load_rows(args: argparse.Namespace) -> list[dict[str, Any]] | None:
 
 
 def _diagnose_command(args: argparse.Namespace) -> int:
-    from .hub import load_adapter_model
+    from .tools.hub import load_adapter_model
 
     try:
         model, processor = load_adapter_model(args.model, args.processor, args.revision, args.dtype, args.device)

@@ -259,7 +259,7 @@ def explain(
 # ------------------------------------------------------------------------------------------------------- CLI
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``explain`` subcommand."""
-    from .hub import add_model_arguments
+    from .cli.common import add_model_arguments
 
     parser = subparsers.add_parser(
         "explain",
@@ -277,7 +277,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _explain_command(args: argparse.Namespace) -> int:
-    from .hub import load_adapter_model
+    from .tools.hub import load_adapter_model
 
     output = args.output or f"explain_{Path(args.audio).stem}"
     try:

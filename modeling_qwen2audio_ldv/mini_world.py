@@ -353,7 +353,7 @@ def encode_clips(
     and only the encoder outputs of the valid frames are kept (a few hundred KB per clip instead of the 30 s
     window's log-mel).
     """
-    from .modeling_qwen2audio_ldv import encode_audio
+    from .audio_tower_qwen2audio_ldv import encode_audio
 
     tokenizer = processor.tokenizer
     features, frames, input_ids, labels, hidden = [], [], [], [], []

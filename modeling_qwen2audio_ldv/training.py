@@ -23,17 +23,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import Trainer
 
-from .modeling_qwen2audio_ldv import (
-    ADAPTER_WEIGHTS_NAME,
-    DOMAIN_ADAPTER_PREFIX,
-    DomainAdapterConfig,
-    Qwen2AudioLDVForConditionalGeneration,
-    _load_adapter_state,
-    encode_audio,
-    encode_audio_to_layer,
-    pooled_lengths,
-    execution_device,
-)
+from .adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME, load_adapter_state
+from .audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer, execution_device, pooled_lengths
+from .configuration_qwen2audio_ldv import DomainAdapterConfig
+from .modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +66,13 @@ def adapter_parameter_groups(model, learning_rate: float, scale_learning_rate: f
     strength move faster than the adapter's weights.
     """
     scale, decay, no_decay = [], [], []
+    prefix = model.active_adapter_prefix()
     for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        if not name.startswith(DOMAIN_ADAPTER_PREFIX):
+        if not name.startswith(prefix):
             raise ValueError(f"parameter {name!r} is trainable but not part of the adapter; call freeze_base_model()")
-        if name == DOMAIN_ADAPTER_PREFIX + "scale":
+        if name == prefix + "scale":
             scale.append(parameter)
         elif parameter.dim() < 2:
             no_decay.append(parameter)
@@ -305,7 +299,7 @@ def load_adapter_checkpoint(model: Qwen2AudioLDVForConditionalGeneration, checkp
             f"(checkpoint, current): {differences}"
         )
     state = {k: v.to(model.domain_adapter.scale.device) for k, v in load_file(weights_path).items()}
-    _load_adapter_state(model.domain_adapter, state, weights_path)
+    load_adapter_state(model.domain_adapter, state, weights_path)
 
 
 # ------------------------------------------------------------------------------------------------ feature cache

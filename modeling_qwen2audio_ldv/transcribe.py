@@ -599,7 +599,7 @@ def load_for_transcription(model_name_or_path: str, processor_name_or_path: str 
     """``(model, processor)`` from an adapter (directory or Hub repo) or from a plain Qwen2-Audio base, which gets
     no adapter (``adapter_type="none"``: the base model exactly)."""
     if not _is_plain_base(model_name_or_path, revision):
-        from .hub import load_adapter_model
+        from .tools.hub import load_adapter_model
 
         return load_adapter_model(model_name_or_path, processor_name_or_path, revision, dtype, device)
     from transformers import AutoProcessor

@@ -8,7 +8,7 @@ from transformers import Qwen2AudioEncoder, Qwen2AudioEncoderConfig
 
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import add_domain_adapter_to_model
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio
+from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
 from modeling_qwen2audio_ldv.testing import transcription_prompt
 
 MAX_SOURCE_POSITIONS = 100  # 200 mel frames = a 2 s window for the tiny encoder

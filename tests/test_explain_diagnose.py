@@ -17,7 +17,8 @@ from modeling_qwen2audio_ldv import (
 )
 from modeling_qwen2audio_ldv.diagnose import GUIDE_FRAMES, diagnose
 from modeling_qwen2audio_ldv.explain import explain, gate_verdict
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME, encode_audio
+from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
+from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
 
 PNG = b"\x89PNG\r\n\x1a\n"
 D = 16
@@ -117,7 +118,7 @@ def test_diagnose_a_healthy_adapter(tiny_base):
     report = diagnose(model, processor, [{"audio": ldv, "text": "hello", "mic_audio": mic}])
     assert report.ok, report.summary()
     names = [p.name for p in report.trainable]
-    assert names == [n for n, _ in model.domain_adapter.named_parameters(prefix="domain_adapter")]
+    assert names == [n for n, _ in model.domain_adapter.named_parameters(prefix="domain_adapters.default")]
     assert report.num_trainable == model.num_domain_adapter_parameters()
     assert all(p.grad_norm is not None and p.grad_norm > 0 for p in report.trainable)
     assert [c["input"] for c in report.shape_checks][0] == [1, GUIDE_FRAMES, D]
@@ -147,7 +148,7 @@ def test_zero_init_adapter_is_healthy_and_leaves_the_distance_unchanged(tiny_bas
     report = diagnose(model, processor, [{"audio": ldv, "text": "hi", "mic_audio": mic}])
     assert report.ok, report.summary()
     with_grad = {p.name for p in report.trainable if p.grad_norm}
-    assert with_grad == {"domain_adapter.output_norm.weight", "domain_adapter.output_norm.bias"}
+    assert with_grad == {"domain_adapters.default.output_norm.weight", "domain_adapters.default.output_norm.bias"}
     assert any("zero_init" in note for note in report.notes)
     assert report.feature_distance["after"] == report.feature_distance["before"]
 
@@ -208,10 +209,10 @@ def test_diagnose_cli_with_paired_data(adapter_dir, tmp_path, capsys):
                  "--report", str(tmp_path / "report.json")])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "domain_adapter.scale" in out and "grad_norm" in out and "2 pair(s)" in out and "result: OK" in out
+    assert "domain_adapters.default.scale" in out and "grad_norm" in out and "2 pair(s)" in out and "result: OK" in out
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["ok"] and report["feature_distance"]["pairs"] == 2
-    assert all(p["name"].startswith("domain_adapter.") for p in report["trainable"])  # the CLI froze the base
+    assert all(p["name"].startswith("domain_adapters.default.") for p in report["trainable"])  # the CLI froze the base
 
 
 def test_diagnose_cli_exits_non_zero_on_nan(adapter_dir, capsys):
@@ -222,7 +223,7 @@ def test_diagnose_cli_exits_non_zero_on_nan(adapter_dir, capsys):
     save_file(state, adapter_dir / ADAPTER_WEIGHTS_NAME)
     code = main(["diagnose", "--model", str(adapter_dir)])
     out = capsys.readouterr().out
-    assert code == 1 and "PROBLEM: NaN/Inf in adapter weights: ['domain_adapter.scale']" in out
+    assert code == 1 and "PROBLEM: NaN/Inf in adapter weights: ['domain_adapters.default.scale']" in out
     assert "result: FAILED" in out
 
 

@@ -126,7 +126,7 @@ def test_second_build_runs_no_tower_and_reads_the_same_features(model_and_proces
 
 
 def test_cached_features_equal_the_tower_and_are_read_as_numpy(model_and_processor, tmp_path):
-    from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio
+    from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
 
     model, processor = model_and_processor
     data = _dataset(4).filter(lambda t: t != "clip 1", input_columns="text")  # an indices mapping

@@ -65,8 +65,8 @@ def test_train_with_domain_adapter_lowers_the_validation_loss_and_trains_only_th
     assert history[-1]["val_loss"] < initial - 0.3  # measured before training with the same loss code
     after = model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(k.startswith("domain_adapter.") for k in changed)
-    assert "domain_adapter.scale" in changed
+    assert changed and all(k.startswith("domain_adapters.default.") for k in changed)
+    assert "domain_adapters.default.scale" in changed
     # the guide's separate rate for `scale`: 10x the weights' rate by default
     assert sorted(g["lr"] for g in Spy.groups) == [2e-3, 2e-3, 2e-2]
 
@@ -108,7 +108,7 @@ def test_guide_style_pt_save_and_load(tmp_path):
     name = fresh.load_domain_adapter(path)  # configuration: the active adapter's
     assert name == "ldv_domain_adapter" and fresh.list_domain_adapters() == ["default", "ldv_domain_adapter"]
     for key, value in model.domain_adapter.state_dict().items():
-        assert torch.equal(fresh.domain_adapter_bank[name].state_dict()[key], value)
+        assert torch.equal(fresh.domain_adapters[name].state_dict()[key], value)
 
     from safetensors.torch import load_file
 
@@ -147,14 +147,14 @@ def test_add_domain_adapter_trains_the_new_adapter_only(tiny_base_dir):
     assert model.add_domain_adapter("window", DomainAdapterConfig(**ADAPTER, zero_init=False)) == "window"
     assert model.list_domain_adapters() == ["window", "default"]
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {f"domain_adapter.{k}" for k, _ in model.domain_adapter.named_parameters()}
+    assert trainable == {f"domain_adapters.window.{k}" for k, _ in model.domain_adapter.named_parameters()}
     assert model.get_nb_trainable_parameters()[0] == model.num_domain_adapter_parameters()
 
     train_loader, _ = loaders(processor)
     train_with_domain_adapter(model, processor, train_loader, num_epochs=1, learning_rate=1e-2, device="cpu",
                               progress=False)
     for key, value in first.items():  # the other adapter is frozen
-        assert torch.equal(model.domain_adapter_bank["default"].state_dict()[key], value)
+        assert torch.equal(model.domain_adapters["default"].state_dict()[key], value)
     state = model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in base_before.items())
     assert any(not torch.equal(model.domain_adapter.state_dict()[k], first[k]) for k in first)
@@ -174,11 +174,19 @@ def test_enable_disable_and_print_trainable_parameters(tiny_base_dir, capsys):
         adapted = model(**batch).logits
         with model.disable_domain_adapter():
             base = model(**batch).logits
-        model.disable_domain_adapters()
+        model.set_domain_adapters_enabled(False)
         assert not model.domain_adapters_enabled
         assert torch.equal(model(**batch).logits, base)
-        model.enable_domain_adapters()
+        with model.disable_domain_adapter():  # entered while off: still off after it
+            pass
+        assert not model.domain_adapters_enabled and torch.equal(model(**batch).logits, base)
+        model.set_domain_adapters_enabled(True)
         assert torch.equal(model(**batch).logits, adapted)
+        with model.disable_domain_adapter():
+            with model.disable_domain_adapter():  # nested: the inner block leaves the outer one off
+                pass
+            assert not model.domain_adapters_enabled and torch.equal(model(**batch).logits, base)
+        assert model.domain_adapters_enabled and torch.equal(model(**batch).logits, adapted)
     assert not torch.equal(adapted, base)
 
     model.print_trainable_parameters()
@@ -216,4 +224,4 @@ def test_attach_a_saved_adapter_to_a_loaded_base(tiny_base_dir, tmp_path):
     trainable = Qwen2AudioLDVForConditionalGeneration.from_base_model(
         Qwen2AudioForConditionalGeneration.from_pretrained(tiny_base_dir), tmp_path / "adapter", is_trainable=True)
     assert {n for n, p in trainable.named_parameters() if p.requires_grad} == {
-        f"domain_adapter.{k}" for k, _ in trainable.domain_adapter.named_parameters()}
+        f"domain_adapters.{trainable.active_domain_adapter}.{k}" for k, _ in trainable.domain_adapter.named_parameters()}

@@ -18,12 +18,13 @@ from modeling_qwen2audio_ldv import (
     Qwen2AudioLDVForConditionalGeneration,
     add_domain_adapter_to_model,
 )
-from modeling_qwen2audio_ldv.hub import MODEL_CARD_TEMPLATE, load_results, push_adapter
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
+from modeling_qwen2audio_ldv.tools.hub import MODEL_CARD_TEMPLATE, load_results, push_adapter, push_model
+from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
+from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import CODE_FILES
 from modeling_qwen2audio_ldv.testing import transcription_prompt
 
 REPO = Path(__file__).resolve().parents[1]
-ADAPTER_FILES = {"config.json", ADAPTER_WEIGHTS_NAME, "configuration_qwen2audio_ldv.py", "modeling_qwen2audio_ldv.py"}
+ADAPTER_FILES = {"config.json", ADAPTER_WEIGHTS_NAME, *CODE_FILES}
 HUB_BASE = "Qwen/Qwen2-Audio-7B-Instruct"
 RESULTS = {
     "base_model": "mini_base",
@@ -102,14 +103,14 @@ def card_of(folder: Path) -> ModelCard:
 
 
 # ------------------------------------------------------------------------------------------------------- push
-def test_push_to_hub_uploads_an_adapter_only_repo_that_loads(hub, tiny_base, tiny_base_dir, tmp_path):
+def test_push_model_uploads_an_adapter_only_repo_that_loads(hub, tiny_base, tiny_base_dir, tmp_path):
     _, processor = tiny_base
     model = fresh_model(tiny_base_dir)
     results_path = tmp_path / "run" / "results.json"
     results_path.parent.mkdir()
     results_path.write_text(json.dumps(RESULTS))
 
-    commit = model.push_to_hub("user/ldv-box", results=str(results_path), datasets="user/ldv-corpus")
+    commit = push_model(model, "user/ldv-box", results=str(results_path), datasets="user/ldv-corpus")
 
     assert [repo for repo, _ in hub.repos] == ["user/ldv-box"] and hub.repos[0][1]["exist_ok"] is True
     assert len(hub.commits) == 2 and commit.oid == hub.commits[0]["oid"]
@@ -147,8 +148,8 @@ def test_push_to_hub_uploads_an_adapter_only_repo_that_loads(hub, tiny_base, tin
     # before pinning, the first upload's card carried a placeholder revision
     assert 'revision="COMMIT_HASH"' in card_of(hub.materialise(tmp_path / "first", commit=0)).text
 
-    # a model loaded through remote code publishes the same way (its push_to_hub uses the installed package)
-    loaded.push_to_hub("user/ldv-box-copy")
+    # a model loaded through remote code publishes the same way
+    push_model(loaded, "user/ldv-box-copy")
     assert hub.commits[2]["repo_id"] == "user/ldv-box-copy"
     for name in (ADAPTER_WEIGHTS_NAME, "modeling_qwen2audio_ldv.py"):
         assert hub.commits[2]["files"][name] == hub.commits[0]["files"][name]
@@ -156,7 +157,7 @@ def test_push_to_hub_uploads_an_adapter_only_repo_that_loads(hub, tiny_base, tin
 
 def test_card_names_a_hub_base_as_the_adapter_base(hub, tiny_base_dir, tmp_path):
     model = fresh_model(tiny_base_dir)
-    model.push_to_hub("user/ldv-box", results=RESULTS, base_model=HUB_BASE, base_model_revision="abc123",
+    push_model(model, "user/ldv-box", results=RESULTS, base_model=HUB_BASE, base_model_revision="abc123",
                       tags=["window", "ldv"])
 
     folder = hub.materialise(tmp_path / "repo")
@@ -180,7 +181,7 @@ def test_push_without_base_or_results_still_works(hub, tiny_base, tmp_path):
                                         zero_init=False).eval()
     assert model.config.base_model_name_or_path is None
 
-    model.push_to_hub("user/no-base")
+    push_model(model, "user/no-base")
 
     folder = hub.materialise(tmp_path / "repo", commit=0)
     assert "model.safetensors" in hub.commits[0]["files"]  # without a base reference the full model is uploaded
@@ -251,8 +252,12 @@ def test_push_card_only_cli_writes_the_card_without_uploading(tiny_base_dir, tmp
     assert len(card.data.eval_results) == 8 and 'revision="COMMIT_HASH"' in card.text
 
 
-def test_repo_template_is_the_packaged_template():
-    assert (REPO / "model_cards" / "adapter_card.md").read_text() == MODEL_CARD_TEMPLATE.read_text()
+def test_the_card_template_ships_with_the_package():
+    import tomllib
+
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert MODEL_CARD_TEMPLATE.name in package_data["modeling_qwen2audio_ldv.tools"]
+    assert MODEL_CARD_TEMPLATE.is_file()
 
 
 # ---------------------------------------------------------------------------------------------- named adapters
@@ -315,7 +320,7 @@ def test_a_loaded_adapter_follows_the_model_mode(two_adapter_dirs, tiny_base_dir
     model = fresh_model(tiny_base_dir)
     assert not model.training
     model.load_domain_adapter(two_adapter_dirs["a"], adapter_name="a")
-    assert not model.domain_adapter_bank["a"].training
+    assert not model.domain_adapters["a"].training
 
 
 def test_each_named_adapter_saves_alone_and_reloads(two_adapter_dirs, tiny_base, tiny_base_dir, tmp_path):
@@ -331,7 +336,7 @@ def test_each_named_adapter_saves_alone_and_reloads(two_adapter_dirs, tiny_base,
         assert set(p.name for p in out.iterdir()) == ADAPTER_FILES
         assert json.loads((out / "config.json").read_text())["domain_adapter"]["num_layers"] == layers
         saved = load_file(out / ADAPTER_WEIGHTS_NAME)
-        module = model.domain_adapter if name == "default" else model.domain_adapter_bank[name]
+        module = model.domain_adapters[name]
         assert saved.keys() == module.state_dict().keys()
         assert all(torch.equal(saved[k], v) for k, v in module.state_dict().items())
         reloaded = Qwen2AudioLDVForConditionalGeneration.from_pretrained(out).eval()
@@ -339,3 +344,18 @@ def test_each_named_adapter_saves_alone_and_reloads(two_adapter_dirs, tiny_base,
             expected = model(**inputs, audio_domain=[name] * 3).logits
             assert torch.equal(reloaded(**inputs).logits, expected), name
     assert model.active_domain_adapter == "default"  # saving a named adapter does not switch the active one
+
+
+def test_stock_push_to_hub_uploads_the_adapter_only_folder(hub, tiny_base, tiny_base_dir, tmp_path):
+    """``model.push_to_hub`` is transformers' own: it uploads what ``save_pretrained`` writes (here adapter-only)."""
+    _, processor = tiny_base
+    model = fresh_model(tiny_base_dir)
+    model.push_to_hub("user/plain-push")
+    assert [repo for repo, _ in hub.repos] == ["user/plain-push"]
+    uploaded = set(hub.commits[-1]["files"])
+    assert ADAPTER_FILES <= uploaded and "model.safetensors" not in uploaded
+    folder = hub.materialise(tmp_path / "plain")
+    loaded = AutoModelForSeq2SeqLM.from_pretrained(folder, trust_remote_code=True).eval()
+    inputs = make_inputs(processor)
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).logits, model.eval()(**inputs).logits)

@@ -10,11 +10,7 @@ import torch.nn.functional as F
 
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration, add_domain_adapter_to_model
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import (
-    encode_audio,
-    encode_audio_to_layer,
-    finish_audio_tower,
-)
+from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer, finish_audio_tower
 from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
 from modeling_qwen2audio_ldv.training import CachedFeatureCollator, DomainAdapterTrainer, build_feature_cache
 from test_modeling import assert_loads_without_the_package, make_inputs
@@ -200,7 +196,7 @@ def test_accumulated_step_equals_gradient_descent_with_the_adapter_inside(tiny_b
     base, processor = tiny_base
     data = paired_dataset()
     model = inside(base).train()
-    base_state = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("domain_adapter.")}
+    base_state = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("domain_adapters.")}
     if source == "cache":
         train = build_feature_cache(model, processor, data, audio_columns=("audio", "mic_audio"),
                                     cache_dir=str(tmp_path / "cache"), progress=False,
@@ -217,7 +213,7 @@ def test_accumulated_step_equals_gradient_descent_with_the_adapter_inside(tiny_b
     expected_loss.backward()
     params = dict(reference.domain_adapter.named_parameters())
     expected = {name: (p - sgd_step_args(tmp_path).learning_rate * p.grad).detach() for name, p in params.items()}
-    assert all(p.grad is None for n, p in reference.named_parameters() if not n.startswith("domain_adapter."))
+    assert all(p.grad is None for n, p in reference.named_parameters() if not n.startswith("domain_adapters."))
 
     trainer = DomainAdapterTrainer(model=model, args=sgd_step_args(tmp_path), train_dataset=train, data_collator=collator,
                                    objective="lm+distill", distill_weight=DISTILL_WEIGHT)
@@ -227,7 +223,7 @@ def test_accumulated_step_equals_gradient_descent_with_the_adapter_inside(tiny_b
     for name, value in model.domain_adapter.named_parameters():
         torch.testing.assert_close(value.detach(), expected[name], rtol=1e-4, atol=1e-6, msg=name)
     assert {n for n, p in model.named_parameters() if p.requires_grad} == {
-        f"domain_adapter.{n}" for n, _ in model.domain_adapter.named_parameters()}
+        f"domain_adapters.default.{n}" for n, _ in model.domain_adapter.named_parameters()}
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in base_state.items())
 

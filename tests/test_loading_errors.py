@@ -13,7 +13,8 @@ from modeling_qwen2audio_ldv import (
     Qwen2AudioLDVForConditionalGeneration,
     add_domain_adapter_to_model,
 )
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME, build_domain_adapter
+from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
+from modeling_qwen2audio_ldv.adapters_qwen2audio_ldv import build_domain_adapter
 from modeling_qwen2audio_ldv.testing import transcription_prompt
 
 ADAPTER = DomainAdapterConfig(num_heads=4, ff_dim=32, num_layers=1, zero_init=False)
@@ -80,7 +81,7 @@ def test_full_checkpoint_without_its_adapter_raises(tiny_base_dir, tmp_path):
         return kept
 
     stripped = edited_copy(tmp_path / "full", tmp_path / "stripped", strip)
-    with pytest.raises(ValueError, match=r"missing keys \['domain_adapter\."):
+    with pytest.raises(ValueError, match=r"missing keys \['domain_adapters\.default\."):
         Qwen2AudioLDVForConditionalGeneration.from_pretrained(stripped)
 
 

@@ -64,7 +64,7 @@ def test_trimmed_tower_equals_the_padded_pass_on_the_mini_base():
     """On the real 30 s window: the trimmed encoder's valid frames equal the stock padded pass."""
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio
+    from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
 
     model = Qwen2AudioForConditionalGeneration.from_pretrained(MINI_BASE).eval()
     processor = AutoProcessor.from_pretrained(MINI_BASE)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration
-from modeling_qwen2audio_ldv.hub import adapter_card
+from modeling_qwen2audio_ldv.tools.hub import adapter_card
 
 
 def card_table(text: str) -> dict[str, str]:

@@ -20,7 +20,8 @@ from modeling_qwen2audio_ldv import (
     TransformerDomainAdapter,
     add_domain_adapter_to_model,
 )
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
+from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
+from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import CODE_FILES
 from modeling_qwen2audio_ldv.testing import transcription_prompt
 
 D = 16  # tiny encoder width
@@ -165,9 +166,9 @@ def test_freeze_base_model_puts_gradients_on_the_adapter_only(tiny_base):
     model(**inputs, labels=labels).loss.backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    assert with_grad and all(n.startswith("domain_adapter.") for n in with_grad)
-    assert all(n.startswith("domain_adapter.") for n in trainable)
-    assert {n for n, _ in model.domain_adapter.named_parameters(prefix="domain_adapter")} == trainable
+    assert with_grad and all(n.startswith("domain_adapters.default.") for n in with_grad)
+    assert all(n.startswith("domain_adapters.default.") for n in trainable)
+    assert {n for n, _ in model.domain_adapter.named_parameters(prefix="domain_adapters.default")} == trainable
 
 
 def test_zero_init_adapter_still_learns(tiny_base):
@@ -216,9 +217,7 @@ def trained_adapter_dir(tiny_base, tiny_base_dir, tmp_path):
 
 def test_adapter_only_save_contents_and_size(trained_adapter_dir):
     model, out = trained_adapter_dir
-    assert sorted(os.listdir(out)) == sorted(
-        ["config.json", ADAPTER_WEIGHTS_NAME, "configuration_qwen2audio_ldv.py", "modeling_qwen2audio_ldv.py"]
-    )
+    assert sorted(os.listdir(out)) == sorted(["config.json", ADAPTER_WEIGHTS_NAME, *CODE_FILES])
     saved = load_file(out / ADAPTER_WEIGHTS_NAME)
     assert set(saved) == set(model.domain_adapter.state_dict())
     adapter_bytes = sum(p.numel() * 4 for p in model.domain_adapter.parameters())

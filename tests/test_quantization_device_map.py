@@ -19,7 +19,7 @@ from modeling_qwen2audio_ldv import (
     Qwen2AudioLDVForConditionalGeneration,
     add_domain_adapter_to_model,
 )
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio
+from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
 from test_modeling import make_inputs
 
 ADAPTER = DomainAdapterConfig(num_heads=4, ff_dim=32, zero_init=False, dropout=0.0)
@@ -38,7 +38,7 @@ def test_bitsandbytes_skip_list_keeps_every_adapter_linear(tiny_base, tiny_base_
     for model in (loaded, converted):
         keep = HfQuantizer.get_modules_to_not_convert(model, skip_modules, model._keep_in_fp32_modules)
         names = _linear_names(model)
-        adapter = [n for n in names if n.startswith("domain_adapter.")]
+        adapter = [n for n in names if n.startswith("domain_adapters.")]
         assert adapter and not any(should_convert_module(n, keep) for n in adapter), keep
         # the base's layers are still quantised (the skip list is not "everything")
         assert should_convert_module("model.language_model.layers.0.self_attn.q_proj", keep)
@@ -50,7 +50,7 @@ def test_adapter_stays_float32_on_a_bfloat16_base(tiny_base_dir):
                                                                        dtype=torch.bfloat16)
     assert {p.dtype for p in model.domain_adapter.parameters()} == {torch.float32}
     assert model.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
-    assert "domain_adapter" in model._keep_in_fp32_modules_strict
+    assert "domain_adapters" in model._keep_in_fp32_modules_strict
 
 
 class _QuantisedProjectorLinear(torch.nn.Module):
@@ -117,9 +117,9 @@ def test_device_map_never_splits_the_adapter(tiny_base_dir):
 
     model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tiny_base_dir, adapter_config=ADAPTER)
     sizes = compute_module_sizes(model)
-    before = sizes[""] - sizes["domain_adapter"]
+    before = sizes[""] - sizes["domain_adapters"]
     # device 0 ends in the middle of the adapter (it comes last, after lm_head)
-    budget = {0: before + sizes["domain_adapter"] // 2, 1: sizes[""], "cpu": sizes[""]}
+    budget = {0: before + sizes["domain_adapters"] // 2, 1: sizes[""], "cpu": sizes[""]}
     device_map = infer_auto_device_map(model, max_memory=budget,
                                        no_split_module_classes=model._no_split_modules)  # as device_map="auto"
     adapter_devices = {device for name, device in device_map.items() if name.startswith("domain_adapter")}
@@ -132,7 +132,7 @@ def test_forward_with_the_audio_tower_offloaded_to_disk(tiny_base, tiny_base_dir
     _, processor = tiny_base
     reference = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tiny_base_dir, adapter_config=ADAPTER)
     device_map = {"model.audio_tower": "disk", "model.multi_modal_projector": "cpu", "model.language_model": "cpu",
-                  "lm_head": "cpu", "domain_adapter": "cpu"}
+                  "lm_head": "cpu", "domain_adapters": "cpu"}
     offloaded = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
         tiny_base_dir, adapter_config=ADAPTER, device_map=device_map, offload_folder=str(tmp_path))
     offloaded.domain_adapter.load_state_dict(reference.domain_adapter.state_dict())

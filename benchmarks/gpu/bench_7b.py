@@ -35,7 +35,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from modeling_qwen2audio_ldv import DomainAdapterConfig, add_domain_adapter_to_model  # noqa: E402
-from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import encode_audio  # noqa: E402
+from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio  # noqa: E402
 from modeling_qwen2audio_ldv.testing import build_char_tokenizer, build_processor  # noqa: E402
 
 SEVEN_B_TEXT = dict(model_type="qwen2", vocab_size=156032, hidden_size=3584, intermediate_size=18944,

@@ -1,8 +1,7 @@
 """`ldv-qwen2audio`: one command with a subcommand per tool.
 
-Each command group is one module of this package that registers its subcommands through
-``register(subparsers)``; a subcommand's handler is ``args.func(args)`` and returns the process exit code. The
-library modules expose functions only; the flags live here.
+Each command group is one module of the package that registers its subcommands through
+``register_cli(subparsers)``; a subcommand's handler is ``args.func(args)`` and returns the process exit code.
 """
 
 import argparse
@@ -13,12 +12,12 @@ from importlib import import_module
 # Modules that contribute subcommands, in the order `--help` lists them.
 SUBCOMMAND_MODULES = (
     "transcribe",
-    "simulate",
+    "simulator",
     "corpus",
     "data",
-    "mini_base",
-    "evaluate",
-    "hub",
+    "mini_world",
+    "evaluation",
+    "cli.hub",
     "explain",
     "diagnose",
 )
@@ -32,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (DEBUG, INFO, WARNING)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
-        import_module(f"{__name__}.{name}").register(subparsers)
+        import_module(f"modeling_qwen2audio_ldv.{name}").register_cli(subparsers)
     return parser
 
 

@@ -9,7 +9,7 @@ from ..tools.hub import adapter_card, push_adapter
 logger = logging.getLogger(__name__)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``push`` subcommand."""
     parser = subparsers.add_parser(
         "push",
