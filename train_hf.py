@@ -172,9 +172,9 @@ def resolve_base(name: str) -> str:
 
 def build_demo_data(data_args: DataArguments, seed: int):
     """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
-    from modeling_qwen2audio_ldv.corpus import build_paired_corpus
+    from modeling_qwen2audio_ldv.synthetic.corpus import build_paired_corpus
 
-    from modeling_qwen2audio_ldv.simulator import get_condition
+    from modeling_qwen2audio_ldv.synthetic.simulator import get_condition
 
     if data_args.ldv_draws < 1:
         raise ValueError(f"--ldv_draws ({data_args.ldv_draws}) must be >= 1")
@@ -270,9 +270,9 @@ def main(argv: list[str] | None = None) -> dict:
     if recipe:
         logger.info("recipe: %s", recipe)
     set_seed(training_args.seed)
-    from modeling_qwen2audio_ldv.data import filter_bad_examples, load_audio_dataset
-    from modeling_qwen2audio_ldv.preprocessing import DEFAULT_INSTRUCTION, DataCollatorForQwen2AudioLDV
-    from modeling_qwen2audio_ldv.training import CachedFeatureCollator, DomainAdapterTrainer, build_feature_cache
+    from modeling_qwen2audio_ldv.data.loading import filter_bad_examples, load_audio_dataset
+    from modeling_qwen2audio_ldv.data.collator import DEFAULT_INSTRUCTION, DataCollatorForQwen2AudioLDV
+    from modeling_qwen2audio_ldv.training.trainer import CachedFeatureCollator, DomainAdapterTrainer, build_feature_cache
 
     instruction = data_args.instruction or DEFAULT_INSTRUCTION
     distill = "distill" in objective_args.objective
@@ -369,8 +369,8 @@ def main(argv: list[str] | None = None) -> dict:
     model.eval()
     if "device_map" not in eval_kwargs:
         model.to(training_args.device)
-    from modeling_qwen2audio_ldv.evaluation import evaluate_sets
-    from modeling_qwen2audio_ldv.report import gap_recovered, plot_error_rates, plot_training_curves, write_results
+    from modeling_qwen2audio_ldv.evaluation.evaluate import evaluate_sets
+    from modeling_qwen2audio_ldv.evaluation.report import gap_recovered, plot_error_rates, plot_training_curves, write_results
 
     scores, predictions = evaluate_sets(model, processor, eval_sets, instruction, data_args.eval_batch_size,
                                         data_args.max_new_tokens, data_args.language)
@@ -414,9 +414,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 def write_demo_pictures(model, processor, corpus, data_args, output_dir: str) -> None:
     """Mic vs LDV spectrograms of one test utterance, and the adapter's gate values over time for it."""
-    from modeling_qwen2audio_ldv.plots import plot_gate_over_time, plot_mic_vs_ldv
+    from modeling_qwen2audio_ldv.evaluation.plots import plot_gate_over_time, plot_mic_vs_ldv
 
-    from modeling_qwen2audio_ldv.simulator import get_condition
+    from modeling_qwen2audio_ldv.synthetic.simulator import get_condition
 
     name = get_condition(data_args.condition).name
     row = corpus["test"].filter(lambda c: c == name, input_columns="condition")[0]

@@ -10,7 +10,7 @@ light microphone channel (gain, white noise 35-55 dB below the speech: the mini 
 
 - one by one: cut at the known utterance boundaries (plus the corpus clips' 50 ms edges), each piece fits the
   window; ``evaluation.transcribe``, the path of every evaluation;
-- as a whole: ``modeling_qwen2audio_ldv.transcribe.transcribe``, which splits the recording at low-energy
+- as a whole: ``modeling_qwen2audio_ldv.inference.transcribe.transcribe``, which splits the recording at low-energy
   points by itself, transcribes the windows in batches and stitches the texts.
 
 Both are scored by corpus-level CER/WER against the utterances' texts (joined per recording for the long ones).
@@ -50,12 +50,12 @@ def main(argv=None) -> dict:
 
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    from modeling_qwen2audio_ldv.corpus import build_paired_corpus
-    from modeling_qwen2audio_ldv.evaluation import transcribe as transcribe_clips
-    from modeling_qwen2audio_ldv.mini_world import microphone_channel
-    from modeling_qwen2audio_ldv.preprocessing import DEFAULT_INSTRUCTION
-    from modeling_qwen2audio_ldv.scoring import compute_error_rates
-    from modeling_qwen2audio_ldv.transcribe import transcribe, window_samples
+    from modeling_qwen2audio_ldv.synthetic.corpus import build_paired_corpus
+    from modeling_qwen2audio_ldv.inference.generate import generate_transcripts as transcribe_clips
+    from modeling_qwen2audio_ldv.synthetic.mini_world import microphone_channel
+    from modeling_qwen2audio_ldv.data.collator import DEFAULT_INSTRUCTION
+    from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates
+    from modeling_qwen2audio_ldv.inference.transcribe import transcribe, window_samples
 
     started = time.perf_counter()
     processor = AutoProcessor.from_pretrained(args.base)

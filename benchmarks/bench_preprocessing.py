@@ -29,8 +29,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from modeling_qwen2audio_ldv.data import load_audio_dataset, validate_dataset
-from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
+from modeling_qwen2audio_ldv.data.loading import load_audio_dataset, validate_dataset
+from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
 from modeling_qwen2audio_ldv.testing import build_char_tokenizer, build_processor
 
 SAMPLE_RATE = 16_000

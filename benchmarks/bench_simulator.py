@@ -21,7 +21,7 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from modeling_qwen2audio_ldv.simulator import LDV_PRESETS, simulate_ldv  # noqa: E402
+from modeling_qwen2audio_ldv.synthetic.simulator import LDV_PRESETS, simulate_ldv  # noqa: E402
 
 
 def synthetic_voice(seconds: float, sample_rate: int, seed: int = 0) -> np.ndarray:

@@ -27,7 +27,7 @@ from _timing import median_seconds  # noqa: E402
 from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration  # noqa: E402
 from modeling_qwen2audio_ldv.adapters_qwen2audio_ldv import TransformerDomainAdapter  # noqa: E402
 from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio  # noqa: E402
-from modeling_qwen2audio_ldv.training import distillation_loss  # noqa: E402
+from modeling_qwen2audio_ldv.training.trainer import distillation_loss  # noqa: E402
 
 
 def epoch_seconds(step_seconds: float, clips: int, batch: int, cache_seconds_per_clip: float = 0.0) -> float:

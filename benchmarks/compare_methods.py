@@ -72,10 +72,10 @@ sys.path.insert(0, str(REPO))
 import train_hf  # noqa: E402
 
 from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration  # noqa: E402
-from modeling_qwen2audio_ldv.evaluation import evaluate_sets  # noqa: E402
-from modeling_qwen2audio_ldv.preprocessing import DEFAULT_INSTRUCTION, DataCollatorForQwen2AudioLDV  # noqa: E402
-from modeling_qwen2audio_ldv.report import gap_recovered  # noqa: E402
-from modeling_qwen2audio_ldv.training import (  # noqa: E402
+from modeling_qwen2audio_ldv.evaluation.evaluate import evaluate_sets  # noqa: E402
+from modeling_qwen2audio_ldv.data.collator import DEFAULT_INSTRUCTION, DataCollatorForQwen2AudioLDV  # noqa: E402
+from modeling_qwen2audio_ldv.evaluation.report import gap_recovered  # noqa: E402
+from modeling_qwen2audio_ldv.training.trainer import (  # noqa: E402
     CachedFeatureCollator,
     DomainAdapterTrainer,
     build_feature_cache,
@@ -362,7 +362,7 @@ class ComparisonData:
 
 def build_data(args: CompareArguments, base: str, processor) -> ComparisonData:
     """Synthesise the demo corpus (``train_hf.build_demo_data``) and cache the frozen tower's outputs once."""
-    from modeling_qwen2audio_ldv.preprocessing import audio_to_array
+    from modeling_qwen2audio_ldv.data.collator import audio_to_array
 
     start = time.perf_counter()
     data_args = train_hf.DataArguments(condition=args.condition, num_train_utterances=args.num_train_utterances,

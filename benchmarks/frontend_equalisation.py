@@ -30,8 +30,8 @@ sys.path.insert(0, str(REPO))
 import train_hf  # noqa: E402
 
 from modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration  # noqa: E402
-from modeling_qwen2audio_ldv.preprocessing import DEFAULT_INSTRUCTION, audio_to_array, build_prompt  # noqa: E402
-from modeling_qwen2audio_ldv.scoring import compute_error_rates  # noqa: E402
+from modeling_qwen2audio_ldv.data.collator import DEFAULT_INSTRUCTION, audio_to_array, build_prompt  # noqa: E402
+from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates  # noqa: E402
 
 
 def log_mel(feature_extractor, clips):

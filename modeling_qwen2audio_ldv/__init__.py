@@ -17,10 +17,10 @@ __version__ = "0.1.0"
 # name -> module that defines it; imported on first attribute access (numpy/scipy/datasets stay unloaded
 # for users who only need the model).
 _LAZY = {
-    "simulate_ldv": "simulator",
-    "LDVCondition": "simulator",
-    "LDV_PRESETS": "simulator",
-    "train_with_domain_adapter": "guide_training",
+    "simulate_ldv": "synthetic.simulator",
+    "LDVCondition": "synthetic.simulator",
+    "LDV_PRESETS": "synthetic.simulator",
+    "train_with_domain_adapter": "training.guide",
     "convert_pt_to_safetensors": "tools.convert",
 }
 

@@ -107,11 +107,3 @@ def build_tiny_base(seed: int = 0, max_source_positions: int = 100, **audio_over
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model.eval(), processor
-
-
-def transcription_prompt(processor, instruction: str = "Transcribe the audio.") -> str:
-    """The chat-template prompt with one audio and ``instruction``, ending with the assistant turn."""
-    conversation = [
-        {"role": "user", "content": [{"type": "audio", "audio_url": "audio"}, {"type": "text", "text": instruction}]}
-    ]
-    return processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)

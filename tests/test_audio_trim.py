@@ -9,7 +9,7 @@ from transformers import Qwen2AudioEncoder, Qwen2AudioEncoderConfig
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import add_domain_adapter_to_model
 from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
-from modeling_qwen2audio_ldv.testing import transcription_prompt
+from modeling_qwen2audio_ldv.data.collator import build_prompt
 
 MAX_SOURCE_POSITIONS = 100  # 200 mel frames = a 2 s window for the tiny encoder
 MEL = 2 * MAX_SOURCE_POSITIONS
@@ -73,7 +73,7 @@ def test_trimmed_batch_matches_each_clip_alone(encoder):
 
 def make_inputs(processor, lengths):
     clips = noise_clips(lengths, seed=3)
-    prompt = transcription_prompt(processor)
+    prompt = build_prompt(processor)
     return processor(text=[prompt] * len(clips), audio=clips, sampling_rate=16000, return_tensors="pt", padding=True)
 
 

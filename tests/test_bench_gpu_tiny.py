@@ -38,7 +38,7 @@ def test_a_failing_row_fails_the_run_and_is_recorded(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("feature cache broke")
 
-    import modeling_qwen2audio_ldv.training as training
+    import modeling_qwen2audio_ldv.training.trainer as training
 
     monkeypatch.setattr(training, "build_feature_cache", broken)
     with pytest.raises(RuntimeError, match="feature cache broke"):

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from modeling_qwen2audio_ldv import corpus
-from modeling_qwen2audio_ldv.corpus import (
+from modeling_qwen2audio_ldv.synthetic import corpus
+from modeling_qwen2audio_ldv.synthetic.corpus import (
     DEFAULT_VOICES,
     build_paired_corpus,
     make_texts,
@@ -136,7 +136,7 @@ def test_missing_espeakng_loader_gives_a_clear_import_error(monkeypatch):
 def test_module_imports_without_espeakng_loader():
     code = (
         "import sys; sys.modules['espeakng_loader'] = None\n"
-        "import modeling_qwen2audio_ldv.corpus as corpus\n"
+        "import modeling_qwen2audio_ldv.synthetic.corpus as corpus\n"
         "assert corpus.make_texts(3, seed=0)\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

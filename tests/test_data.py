@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict
 
-from modeling_qwen2audio_ldv.data import (
+from modeling_qwen2audio_ldv.data.loading import (
     BAD_REASONS,
     SILENCE_PEAK_THRESHOLD,
     filter_bad_examples,
@@ -211,7 +211,7 @@ def test_validate_with_two_processes_matches(bad_folder):
 
 def test_skip_drops_bad_rows_and_keeps_every_good_row(bad_folder, caplog):
     _, dataset = bad_folder
-    with caplog.at_level(logging.WARNING, logger="modeling_qwen2audio_ldv.data"):
+    with caplog.at_level(logging.WARNING, logger="modeling_qwen2audio_ldv.data.loading"):
         clean, report = filter_bad_examples(dataset, on_bad_example="skip")
     assert sorted(clean["text"]) == sorted(GOOD.values())
     for row in clean:  # every kept row decodes

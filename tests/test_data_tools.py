@@ -45,7 +45,7 @@ def test_paired_audiofolder_layout(paired_corpus):
 
 
 def test_mic_fraction_applies_to_paired_user_data(paired_corpus):
-    from modeling_qwen2audio_ldv.data import load_audio_dataset
+    from modeling_qwen2audio_ldv.data.loading import load_audio_dataset
 
     train = load_audio_dataset(paired_corpus, split="train", mic_audio_column="mic_file_name")
     mixed = train_hf.mix_user_mic_rows(train, 0.5, seed=3)

@@ -10,9 +10,10 @@ import torch
 
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import add_domain_adapter_to_model
-from modeling_qwen2audio_ldv.evaluation import evaluate_sets, transcribe
-from modeling_qwen2audio_ldv.scoring import compute_error_rates
-from modeling_qwen2audio_ldv.testing import transcription_prompt
+from modeling_qwen2audio_ldv.evaluation.evaluate import evaluate_sets
+from modeling_qwen2audio_ldv.inference.generate import generate_transcripts
+from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates
+from modeling_qwen2audio_ldv.data.collator import build_prompt
 
 INSTRUCTION = "Transcribe the audio."
 
@@ -39,7 +40,7 @@ def test_baseline_rows_are_the_stock_base_and_scores_match_the_transcripts(tiny_
                                         progress=False)
     for name, dataset in sets.items():
         audios, references = list(dataset["audio"]), list(dataset["text"])
-        stock = transcribe(base, processor, audios, INSTRUCTION, batch_size=3, max_new_tokens=6, progress=False)
+        stock = generate_transcripts(base, processor, audios, INSTRUCTION, batch_size=3, max_new_tokens=6, progress=False)
         assert predictions[name]["baseline"] == stock, name
         assert predictions[name]["reference"] == references
         # the adapter does change this model's transcripts, so the row comparison above can tell them apart
@@ -58,7 +59,7 @@ def test_adapted_rows_use_the_adapter(tiny_base, loud_adapter):
                                    max_new_tokens=6, baseline=False, progress=False)
     assert set(predictions["ldv"]) == {"reference", "adapted"}
     with torch.no_grad():
-        direct = transcribe(loud_adapter, processor, list(dataset["audio"]), INSTRUCTION, batch_size=4,
+        direct = generate_transcripts(loud_adapter, processor, list(dataset["audio"]), INSTRUCTION, batch_size=4,
                             max_new_tokens=6, progress=False)
     assert predictions["ldv"]["adapted"] == direct
 
@@ -79,7 +80,7 @@ def test_disabled_adapter_with_trimming_equals_stock_within_float_rounding(tiny_
     base, processor = tiny_base
     assert loud_adapter.config.trim_audio_tower  # the default
     clips = noise_clips((16000, 5000, 32000, 160), seed=4)
-    inputs = processor(text=[transcription_prompt(processor)] * len(clips), audio=clips, sampling_rate=16000,
+    inputs = processor(text=[build_prompt(processor)] * len(clips), audio=clips, sampling_rate=16000,
                        return_tensors="pt", padding=True)
     with torch.no_grad():
         stock = base(**inputs).logits

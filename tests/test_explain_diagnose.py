@@ -15,8 +15,8 @@ from modeling_qwen2audio_ldv import (
     Qwen2AudioLDVForConditionalGeneration,
     add_domain_adapter_to_model,
 )
-from modeling_qwen2audio_ldv.diagnose import GUIDE_FRAMES, diagnose
-from modeling_qwen2audio_ldv.explain import explain, gate_verdict
+from modeling_qwen2audio_ldv.evaluation.diagnose import GUIDE_FRAMES, diagnose
+from modeling_qwen2audio_ldv.evaluation.explain import explain, gate_verdict
 from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
 from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
 

@@ -10,7 +10,7 @@ import torch
 
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import add_domain_adapter_to_model
-from modeling_qwen2audio_ldv.training import (
+from modeling_qwen2audio_ldv.training.trainer import (
     CachedFeatureCollator,
     _tensor_digest,
     build_feature_cache,
@@ -181,7 +181,7 @@ def test_build_memory_does_not_grow_with_the_corpus(tiny_base, tmp_path):
 
 
 def test_an_interrupted_build_leaves_no_cache_behind(model_and_processor, tmp_path, monkeypatch):
-    import modeling_qwen2audio_ldv.training as training
+    import modeling_qwen2audio_ldv.training.trainer as training
 
     model, processor = model_and_processor
     real = training.encode_audio

@@ -14,8 +14,8 @@ from modeling_qwen2audio_ldv import (
     convert_pt_to_safetensors,
     train_with_domain_adapter,
 )
-from modeling_qwen2audio_ldv.guide_training import evaluate_loss
-from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
+from modeling_qwen2audio_ldv.training.guide import evaluate_loss
+from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
 from modeling_qwen2audio_ldv.testing import build_tiny_base
 
 MINI_BASE = Path(__file__).resolve().parents[1] / "mini_base"

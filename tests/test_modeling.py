@@ -22,14 +22,14 @@ from modeling_qwen2audio_ldv import (
 )
 from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
 from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import CODE_FILES
-from modeling_qwen2audio_ldv.testing import transcription_prompt
+from modeling_qwen2audio_ldv.data.collator import build_prompt
 
 D = 16  # tiny encoder width
 
 
 def make_inputs(processor, lengths=(16000, 8000, 24000), seed=0):
     clips = noise_clips(lengths, seed)
-    prompt = transcription_prompt(processor)
+    prompt = build_prompt(processor)
     return processor(text=[prompt] * len(clips), audio=clips, sampling_rate=16000, return_tensors="pt", padding=True)
 
 

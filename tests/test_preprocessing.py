@@ -7,14 +7,14 @@ import pytest
 import torch
 from datasets import Audio, Dataset
 
-from modeling_qwen2audio_ldv.preprocessing import (
+from modeling_qwen2audio_ldv.data.collator import (
     DEFAULT_INSTRUCTION,
     INSTRUCTION_ANALYZE_ZH,
     INSTRUCTION_TRANSCRIBE_ZH,
     DataCollatorForQwen2AudioLDV,
     build_prompt,
 )
-from modeling_qwen2audio_ldv.testing import SPECIAL_TOKENS, transcription_prompt
+from modeling_qwen2audio_ldv.testing import SPECIAL_TOKENS
 
 from conftest import noise_clips
 
@@ -46,7 +46,10 @@ def test_prompt_default_and_chinese_instructions(tiny_base):
     _, processor = tiny_base
     assert DEFAULT_INSTRUCTION == "Transcribe the audio."
     prompt = build_prompt(processor)
-    assert prompt == transcription_prompt(processor, DEFAULT_INSTRUCTION)
+    # Qwen2-Audio's chat template (the stock processor's) with one audio and the instruction
+    assert prompt == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                      "Audio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\nTranscribe the audio.<|im_end|>\n"
+                      "<|im_start|>assistant\n")
     assert prompt.count("<|AUDIO|>") == 1 and prompt.endswith("<|im_start|>assistant\n")
     for instruction in (INSTRUCTION_ANALYZE_ZH, INSTRUCTION_TRANSCRIBE_ZH):
         assert instruction in build_prompt(processor, instruction)
@@ -61,7 +64,7 @@ def test_train_labels_mask_the_prompt_and_padding(tiny_base):
     tokenizer = processor.tokenizer
     batch = DataCollatorForQwen2AudioLDV(processor, mode="train")(examples())
 
-    prompt = transcription_prompt(processor)
+    prompt = build_prompt(processor)
     prompt_lengths = [count_char_tokens(prompt.replace("<|AUDIO|>", "<|AUDIO|>" * encoder_frames(n)))
                       for n in LENGTHS]
     assert [encoder_frames(n) for n in LENGTHS] == [25, 12]
@@ -97,7 +100,7 @@ def test_generate_mode_left_pads_and_returns_references(tiny_base):
     assert references == list(TEXTS) and "labels" not in batch
     assert set(collator(examples())) == set(batch)  # __call__ in generate mode = the batch alone
     audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
-    prompt = transcription_prompt(processor)
+    prompt = build_prompt(processor)
     prompt_lengths = [count_char_tokens(prompt.replace("<|AUDIO|>", "<|AUDIO|>" * encoder_frames(n))) for n in LENGTHS]
     assert batch["attention_mask"].sum(-1).tolist() == prompt_lengths
     assert batch["attention_mask"][1, 0] == 0 and batch["attention_mask"][:, -1].tolist() == [1, 1]  # left padding

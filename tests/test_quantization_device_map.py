@@ -87,7 +87,7 @@ def test_cached_features_are_cast_to_the_compute_dtype_not_the_storage_dtype(tin
 def test_trainer_accepts_a_quantised_base_with_a_trainable_adapter(tiny_base, tmp_path):
     from transformers import Trainer
 
-    from modeling_qwen2audio_ldv.training import DomainAdapterTrainer
+    from modeling_qwen2audio_ldv.training.trainer import DomainAdapterTrainer
 
     base, _ = tiny_base
     model = add_domain_adapter_to_model(copy.deepcopy(base), adapter_type="transformer", num_heads=4, ff_dim=32)

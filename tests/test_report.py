@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from modeling_qwen2audio_ldv.report import (
+from modeling_qwen2audio_ldv.evaluation.report import (
     gap_recovered,
     plot_error_rates,
     plot_training_curves,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from modeling_qwen2audio_ldv.scoring import (
+from modeling_qwen2audio_ldv.evaluation.scoring import (
     ERROR_RATE_METRIC_PATH,
     compute_error_rates,
     edit_operations,
@@ -214,7 +214,7 @@ def test_evaluate_load_by_path_offline(path, monkeypatch):
 def test_evaluate_load_in_a_fresh_offline_process(tmp_path):
     # A fresh interpreter with the Hub switched off and an empty module cache, as on a user's offline machine.
     code = (
-        "import evaluate; from modeling_qwen2audio_ldv.scoring import ERROR_RATE_METRIC_PATH; "
+        "import evaluate; from modeling_qwen2audio_ldv.evaluation.scoring import ERROR_RATE_METRIC_PATH; "
         "m = evaluate.load(ERROR_RATE_METRIC_PATH); "
         "r = m.compute(predictions=['hello word'], references=['Hello, world!']); "
         "assert r['wer'] == 0.5, r"

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
-from modeling_qwen2audio_ldv.simulator import (
+from modeling_qwen2audio_ldv.synthetic.simulator import (
     DEFAULT_CONDITION,
     LDV_PRESETS,
     LDVCondition,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from modeling_qwen2audio_ldv.simulator import LDVCondition, simulate_ldv
+from modeling_qwen2audio_ldv.synthetic.simulator import LDVCondition, simulate_ldv
 
 RATE = 16_000
 

@@ -170,8 +170,8 @@ def test_freeze_base_model_with_integer_weights(model):
 def test_training_loss_runs_the_head_on_supervised_positions_only(model, tiny_base, tmp_path):
     from transformers import TrainingArguments
 
-    from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
-    from modeling_qwen2audio_ldv.training import DomainAdapterTrainer
+    from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
+    from modeling_qwen2audio_ldv.training.trainer import DomainAdapterTrainer
 
     _, processor = tiny_base
     from conftest import noise_clips

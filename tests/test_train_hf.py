@@ -53,9 +53,9 @@ def test_reported_rows_are_the_stock_base_and_the_saved_adapter(one_process_run,
     on the transcripts written to results.json (2 clips per set: results.json lists them all)."""
     from transformers import AutoModelForSeq2SeqLM, AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    from modeling_qwen2audio_ldv.evaluation import transcribe
-    from modeling_qwen2audio_ldv.preprocessing import DEFAULT_INSTRUCTION
-    from modeling_qwen2audio_ldv.scoring import compute_error_rates
+    from modeling_qwen2audio_ldv.inference.generate import generate_transcripts
+    from modeling_qwen2audio_ldv.data.collator import DEFAULT_INSTRUCTION
+    from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates
 
     run_dir, _, args = one_process_run
     saved = json.loads((run_dir / "results.json").read_text())
@@ -71,8 +71,9 @@ def test_reported_rows_are_the_stock_base_and_the_saved_adapter(one_process_run,
         assert [r["reference"] for r in rows] == list(dataset["text"]), name  # every clip of the set is listed
         audios = list(dataset["audio"])
         for row, model in (("baseline", stock), ("adapted", adapted)):
-            expected = transcribe(model, processor, audios, DEFAULT_INSTRUCTION, batch_size=data_args.eval_batch_size,
-                                  max_new_tokens=data_args.max_new_tokens, progress=False)
+            expected = generate_transcripts(model, processor, audios, DEFAULT_INSTRUCTION,
+                                            batch_size=data_args.eval_batch_size,
+                                            max_new_tokens=data_args.max_new_tokens, progress=False)
             written = [r[row] for r in rows]
             assert written == expected, (name, row)
             rates = compute_error_rates(written, [r["reference"] for r in rows], language=data_args.language)
@@ -129,7 +130,7 @@ def test_evaluate_command_on_a_saved_adapter(one_process_run, tmp_path, capsys):
     import soundfile as sf
 
     from modeling_qwen2audio_ldv.cli import main as cli_main
-    from modeling_qwen2audio_ldv.corpus import synthesize
+    from modeling_qwen2audio_ldv.synthetic.corpus import synthesize
 
     run_dir = one_process_run[0]
     folder = tmp_path / "eval_clips"

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.speech
 
 def test_demo_data_with_a_json_condition(tmp_path):
     pytest.importorskip("espeakng_loader")
-    from modeling_qwen2audio_ldv.simulator import get_condition
+    from modeling_qwen2audio_ldv.synthetic.simulator import get_condition
 
     condition = dataclasses.replace(get_condition("cardboard_box"), name="my_box")
     path = condition.to_json(tmp_path / "my_condition.json")
@@ -72,7 +72,7 @@ def test_feature_cache_is_built_on_the_training_device(tmp_path, monkeypatch):
     import torch
     from transformers import TrainingArguments
 
-    import modeling_qwen2audio_ldv.training as training
+    import modeling_qwen2audio_ldv.training.trainer as training
     from modeling_qwen2audio_ldv.testing import build_tiny_base
 
     model, processor = build_tiny_base(max_source_positions=150)

@@ -10,7 +10,7 @@ import torch
 
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import DomainAdapterConfig, add_domain_adapter_to_model
-from modeling_qwen2audio_ldv.training import (
+from modeling_qwen2audio_ldv.training.trainer import (
     CachedFeatureCollator,
     adapter_parameter_groups,
     build_feature_cache,
@@ -104,7 +104,7 @@ def test_lm_and_distill_losses_fall_when_overfitting_one_batch(tmp_path):
 
 
 def test_first_step_loss_from_cache_equals_loss_from_audio(tiny_base, tmp_path):
-    from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
+    from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
 
     base, processor = tiny_base
     model = add_domain_adapter_to_model(copy.deepcopy(base), adapter_type="transformer", num_heads=4, ff_dim=32,

@@ -17,8 +17,8 @@ from transformers import TrainingArguments
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import add_domain_adapter_to_model
 from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
-from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
-from modeling_qwen2audio_ldv.training import (
+from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
+from modeling_qwen2audio_ldv.training.trainer import (
     CachedFeatureCollator,
     DomainAdapterTrainer,
     build_feature_cache,

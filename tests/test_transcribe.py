@@ -8,7 +8,7 @@ import pytest
 import soundfile as sf
 
 from modeling_qwen2audio_ldv import cli
-from modeling_qwen2audio_ldv.transcribe import (
+from modeling_qwen2audio_ldv.inference.transcribe import (
     find_audio_files,
     plan_windows,
     seam_overlap,
@@ -88,7 +88,7 @@ def test_srt_cues():
 
 # ------------------------------------------------------------------------------------------------ Python API
 def test_transcribe_arrays_and_a_bad_path(tiny_base, tmp_path, monkeypatch):
-    import modeling_qwen2audio_ldv.evaluation as evaluation
+    import modeling_qwen2audio_ldv.evaluation.evaluate as evaluation
 
     model, processor = tiny_base
     bad = tmp_path / "broken.wav"
@@ -172,8 +172,8 @@ def test_long_recording_on_the_mini_base():
     pytest.importorskip("espeakng_loader")
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    from modeling_qwen2audio_ldv.corpus import synthesize
-    from modeling_qwen2audio_ldv.scoring import compute_error_rates
+    from modeling_qwen2audio_ldv.synthetic.corpus import synthesize
+    from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates
 
     processor = AutoProcessor.from_pretrained(REPO / "mini_base")
     model = Qwen2AudioForConditionalGeneration.from_pretrained(REPO / "mini_base").eval()
@@ -208,9 +208,9 @@ def test_forced_cuts_in_speech_are_stitched_without_repeats(monkeypatch):
     pytest.importorskip("espeakng_loader")
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    import modeling_qwen2audio_ldv.transcribe as transcribe_module
-    from modeling_qwen2audio_ldv.corpus import synthesize
-    from modeling_qwen2audio_ldv.scoring import compute_error_rates
+    import modeling_qwen2audio_ldv.inference.transcribe as transcribe_module
+    from modeling_qwen2audio_ldv.synthetic.corpus import synthesize
+    from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates
 
     processor = AutoProcessor.from_pretrained(REPO / "mini_base")
     model = Qwen2AudioForConditionalGeneration.from_pretrained(REPO / "mini_base").eval()

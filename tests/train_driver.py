@@ -68,7 +68,7 @@ def main(argv):
     from transformers import TrainerCallback
 
     import train_hf
-    from modeling_qwen2audio_ldv import training
+    from modeling_qwen2audio_ldv.training import trainer as training
     from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import DOMAIN_ADAPTER_PREFIX
 
     probe = {"steps": [], "base_tensors": 0, "base_changed": [], "adapter_changed": None}

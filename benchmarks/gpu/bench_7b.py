@@ -125,9 +125,9 @@ def measure(args, results):
     batch_clips = clips(args.batch, args.seconds)
     mic_clips = clips(args.batch, args.seconds, seed=1)
     texts = ["one two three four five six"] * args.batch
-    from modeling_qwen2audio_ldv.testing import transcription_prompt
+    from modeling_qwen2audio_ldv.data.collator import build_prompt
 
-    prompt = transcription_prompt(processor)
+    prompt = build_prompt(processor)
     gen_inputs = processor(text=[prompt] * min(4, args.batch), audio=batch_clips[:4], sampling_rate=16000,
                            return_tensors="pt", padding=True).to(device)
     gen_inputs["input_features"] = gen_inputs["input_features"].to(dtype)
@@ -172,7 +172,7 @@ def measure(args, results):
     # 3. the feature cache on the GPU
     import datasets
 
-    from modeling_qwen2audio_ldv.training import (
+    from modeling_qwen2audio_ldv.training.trainer import (
         CachedFeatureCollator,
         DomainAdapterTrainer,
         build_feature_cache,
@@ -198,7 +198,7 @@ def measure(args, results):
     # 4. one optimiser step per objective and input path
     from transformers import TrainingArguments
 
-    from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
+    from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
 
     instruction = "Transcribe the audio."
     cached_batch = CachedFeatureCollator(processor, instruction, mic_feature_key="mic_audio_encoder",

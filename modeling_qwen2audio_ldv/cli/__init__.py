@@ -11,15 +11,15 @@ from importlib import import_module
 
 # Modules that contribute subcommands, in the order `--help` lists them.
 SUBCOMMAND_MODULES = (
-    "transcribe",
-    "simulator",
-    "corpus",
-    "data",
-    "mini_world",
-    "evaluation",
+    "inference.transcribe",
+    "synthetic.simulator",
+    "synthetic.corpus",
+    "data.loading",
+    "synthetic.mini_world",
+    "evaluation.evaluate",
     "cli.hub",
-    "explain",
-    "diagnose",
+    "evaluation.explain",
+    "evaluation.diagnose",
 )
 
 

@@ -4,20 +4,20 @@
 An ``evaluate`` metric module shipped inside ``modeling_qwen2audio_ldv``; load it by path (no Hub access)::
 
     import evaluate
-    from modeling_qwen2audio_ldv.scoring import ERROR_RATE_METRIC_PATH
+    from modeling_qwen2audio_ldv.evaluation.scoring import ERROR_RATE_METRIC_PATH
 
     metric = evaluate.load(ERROR_RATE_METRIC_PATH)
     metric.compute(predictions=["機器運作正常"], references=["機器運轉正常。"])
     # {'wer': 0.1666..., 'cer': 0.1666..., ...}
 
-Normalisation, tokenisation and alignment are defined in ``modeling_qwen2audio_ldv.scoring`` (which therefore
+Normalisation, tokenisation and alignment are defined in ``modeling_qwen2audio_ldv.evaluation.scoring`` (which therefore
 must be installed); see that module for the exact rules.
 """
 
 import datasets
 import evaluate
 
-from modeling_qwen2audio_ldv.scoring import error_counts
+from modeling_qwen2audio_ldv.evaluation.scoring import error_counts
 
 _DESCRIPTION = """\
 Corpus-level word error rate (WER) and character error rate (CER): the total number of substitutions,

@@ -52,7 +52,7 @@ WHISPER_BASE_ORIGIN = {
     "model": "OpenAI Whisper base (https://github.com/openai/whisper), encoder only",
     "licence": "MIT (Copyright (c) 2022 OpenAI)",
     "packages": [f"{name}=={version}" for name, version, _ in WHISPER_BASE_PACKAGES],
-    "format": "CTranslate2 (faster-whisper) model.bin, float16; read by modeling_qwen2audio_ldv.whisper_ct2",
+    "format": "CTranslate2 (faster-whisper) model.bin, float16; read by modeling_qwen2audio_ldv.synthetic.whisper_ct2",
     "sha256": WHISPER_BASE_SHA256,
 }
 

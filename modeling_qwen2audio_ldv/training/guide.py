@@ -4,7 +4,7 @@
 The guide's step 3, as written there::
 
     from modeling_qwen2audio_ldv import add_domain_adapter_to_model, train_with_domain_adapter
-    from modeling_qwen2audio_ldv.preprocessing import DataCollatorForQwen2AudioLDV
+    from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
 
     model = add_domain_adapter_to_model(model, adapter_type="transformer", input_dim=1280, num_layers=2,
                                         num_heads=8, ff_dim=2048, dropout=0.1)
@@ -15,9 +15,9 @@ The guide's step 3, as written there::
                                       val_loader=val_loader, num_epochs=3, learning_rate=1e-4, device="mps")
     torch.save(model.domain_adapter.state_dict(), "ldv_domain_adapter.pt")
 
-The loss is the adapter Trainer's own (:class:`~modeling_qwen2audio_ldv.training.DomainAdapterTrainer`: the
+The loss is the adapter Trainer's own (:class:`~modeling_qwen2audio_ldv.training.trainer.DomainAdapterTrainer`: the
 ``lm``, ``distill`` and ``lm+distill`` objectives, prompt and padding masked), per batch; the optimiser holds the
-adapter's parameters only (:func:`~modeling_qwen2audio_ldv.training.adapter_parameter_groups`), with the guide's
+adapter's parameters only (:func:`~modeling_qwen2audio_ldv.training.trainer.adapter_parameter_groups`), with the guide's
 separate learning rate for ``scale`` (its FAQ Q1: 10x the weights' rate). ``train_hf.py`` (the HF Trainer) is
 the way for real runs: checkpoints, resume, several GPUs, the feature cache.
 """
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .training import OBJECTIVES, DomainAdapterTrainer, adapter_parameter_groups
+from .trainer import OBJECTIVES, DomainAdapterTrainer, adapter_parameter_groups
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ transcribed in one pass. A longer one is split into windows that fit:
    (no pause in reach) splits is heard whole by at least one window.
 3. Each window's silent edges are cut off (:data:`EDGE_MARGIN_SECONDS` kept) and silent windows are skipped; the
    windows are transcribed in batches, across files too, with the prompt and generation of the evaluation
-   (:func:`modeling_qwen2audio_ldv.evaluation.transcribe`).
+   (:func:`modeling_qwen2audio_ldv.inference.generate.generate_transcripts`).
 4. The texts are stitched: where the shared audio holds speech, the longest run of words that ends one window's
    text and starts the next one's is kept once (word-overlap alignment; characters for Chinese). A silent
    overlap cannot hold a repeated word, so nothing is removed there.
@@ -20,7 +20,7 @@ transcribed in one pass. A longer one is split into windows that fit:
    (times in seconds, increasing).
 
 Example:
-    >>> from modeling_qwen2audio_ldv.transcribe import transcribe
+    >>> from modeling_qwen2audio_ldv.inference.transcribe import transcribe
     >>> result = transcribe(model, processor, "meeting_ldv.flac")     # any format and rate soundfile/ffmpeg read
     >>> result["text"], result["segments"][0]                      # {"start": 0.12, "end": 27.9, "text": ...}
     >>> results = transcribe(model, processor, ["a.wav", "b.wav"], on_error="skip")   # [{"error": ...}, ...]
@@ -46,13 +46,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..audio import AUDIO_EXTENSIONS, SAMPLING_RATE
+
 logger = logging.getLogger(__name__)
 
-SAMPLING_RATE = 16_000
-#: File endings the folder scan picks up (anything soundfile or ffmpeg decodes; files named directly are always
-#: tried, whatever their ending).
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".wma", ".aif", ".aiff",
-                    ".aifc", ".au", ".caf", ".webm", ".mp4", ".mka", ".w64", ".rf64")
 #: Power frames for the energy analysis (s).
 FRAME_SECONDS = 0.01
 #: A frame is active (sound, not pause) only within this many dB of the loudest frame of its block (a window).
@@ -304,7 +301,7 @@ def load_recording(item: Any, sampling_rate: int = SAMPLING_RATE, where: str = "
     """One recording as mono float32 at 16 kHz: a path (any format soundfile or ffmpeg decodes, any rate and
     channel count), a datasets audio dict (``array``, ``sampling_rate``) or an array at ``sampling_rate``."""
     if isinstance(item, (str, os.PathLike)):
-        from .data import decode_audio_file
+        from ..data.loading import decode_audio_file
 
         path = os.fspath(item)
         samples, rate = decode_audio_file(path)
@@ -389,7 +386,7 @@ def transcribe(
         batch_size: windows per ``generate`` call (windows of several recordings share batches).
         audio_domain: ``None``/``"ldv"`` (the active adapter), ``"mic"`` (no adapter) or an adapter's name.
         instruction: the prompt's instruction (default
-            :data:`~modeling_qwen2audio_ldv.preprocessing.DEFAULT_INSTRUCTION`).
+            :data:`~modeling_qwen2audio_ldv.data.collator.DEFAULT_INSTRUCTION`).
         max_new_tokens: generation length per window (default: 8 per second of window, at least 32).
         overlap_seconds: audio shared by consecutive windows of a long recording (default: 5% of the window,
             at most 1 s; cuts in pauses share none).
@@ -408,8 +405,8 @@ def transcribe(
     """
     from tqdm.auto import tqdm
 
-    from .evaluation import transcribe as generate_transcripts
-    from .preprocessing import DEFAULT_INSTRUCTION
+    from .generate import generate_transcripts
+    from ..data.collator import DEFAULT_INSTRUCTION
 
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
@@ -599,13 +596,13 @@ def load_for_transcription(model_name_or_path: str, processor_name_or_path: str 
     """``(model, processor)`` from an adapter (directory or Hub repo) or from a plain Qwen2-Audio base, which gets
     no adapter (``adapter_type="none"``: the base model exactly)."""
     if not _is_plain_base(model_name_or_path, revision):
-        from .tools.hub import load_adapter_model
+        from ..tools.hub import load_adapter_model
 
         return load_adapter_model(model_name_or_path, processor_name_or_path, revision, dtype, device)
     from transformers import AutoProcessor
 
-    from .configuration_qwen2audio_ldv import DomainAdapterConfig
-    from .modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
+    from ..configuration_qwen2audio_ldv import DomainAdapterConfig
+    from ..modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
 
     kwargs: dict[str, Any] = {"revision": revision} if revision else {}
     if dtype is not None:

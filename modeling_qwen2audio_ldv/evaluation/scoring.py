@@ -5,7 +5,7 @@ The error-rate metric ships inside the package as an ``evaluate`` module
 (``metrics/ldv_error_rate/ldv_error_rate.py``) so it loads offline by path::
 
     import evaluate
-    from modeling_qwen2audio_ldv.scoring import ERROR_RATE_METRIC_PATH
+    from modeling_qwen2audio_ldv.evaluation.scoring import ERROR_RATE_METRIC_PATH
 
     wer_cer = evaluate.load(ERROR_RATE_METRIC_PATH)
     wer_cer.compute(predictions=["hello word"], references=["Hello, world!"])
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     import evaluate
 
 #: Directory of the shipped ``evaluate`` metric module; ``evaluate.load(ERROR_RATE_METRIC_PATH)`` works offline.
-ERROR_RATE_METRIC_PATH: str = str(Path(__file__).resolve().parent / "metrics" / "ldv_error_rate")
+ERROR_RATE_METRIC_PATH: str = str(Path(__file__).resolve().parent.parent / "metrics" / "ldv_error_rate")
 
 #: Accepted values of ``language`` (``"cmn"`` is an alias of ``"zh"``).
 LANGUAGES: tuple[str, ...] = ("auto", "en", "zh", "cmn")
@@ -345,7 +345,7 @@ def spell_out_numbers(text: str) -> str:
     ``"two nd"``), decimals and symbols are not interpreted, so this is an English-corpus rule, not a general
     text normaliser.
     """
-    from .corpus import number_words
+    from ..synthetic.corpus import number_words
 
     if not isinstance(text, str):
         raise TypeError(f"`text` must be a str, got {type(text).__name__}")

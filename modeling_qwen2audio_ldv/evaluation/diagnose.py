@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from .explain import HEALTHY_GATE_RANGE, SAMPLING_RATE, gate_verdict
-from .audio_tower_qwen2audio_ldv import encode_audio
+from ..audio_tower_qwen2audio_ldv import encode_audio
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def synthetic_example(processor: Any, seconds: float = 1.0, seed: int = 0) -> di
 
 
 def _audio(value: Any, where: str) -> np.ndarray:
-    from .preprocessing import audio_to_array
+    from ..data.collator import audio_to_array
 
     return audio_to_array(value, SAMPLING_RATE, where)
 
@@ -202,7 +202,7 @@ def _check_shapes(model: Any, hidden: torch.Tensor, valid: torch.Tensor, report:
 
 def _check_gradients(model: Any, processor: Any, example: Mapping[str, Any], instruction: str,
                      trainable: list[tuple[str, torch.nn.Parameter]], report: DiagnosisReport) -> None:
-    from .preprocessing import DataCollatorForQwen2AudioLDV
+    from ..data.collator import DataCollatorForQwen2AudioLDV
 
     batch = DataCollatorForQwen2AudioLDV(processor=processor, instruction=instruction, mode="train")(
         [{"audio": example["audio"], "text": example["text"]}])
@@ -337,7 +337,7 @@ def diagnose(
     Returns:
         A :class:`DiagnosisReport`; ``report.ok`` is ``False`` and ``report.problems`` says why when a check fails.
     """
-    from .preprocessing import DEFAULT_INSTRUCTION
+    from ..data.collator import DEFAULT_INSTRUCTION
 
     report = DiagnosisReport()
     adapter = model.domain_adapter
@@ -392,7 +392,7 @@ def diagnose(
 # ------------------------------------------------------------------------------------------------------- CLI
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     """Register the ``diagnose`` subcommand."""
-    from .cli.common import add_model_arguments
+    from ..cli.common import add_model_arguments
 
     parser = subparsers.add_parser(
         "diagnose",
@@ -420,7 +420,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def _load_rows(args: argparse.Namespace) -> list[dict[str, Any]] | None:
     if args.data is None:
         return None
-    from .data import load_audio_dataset
+    from ..data.loading import load_audio_dataset
 
     dataset = load_audio_dataset(args.data, split=args.split, audio_column=args.audio_column,
                                  text_column=args.text_column, mic_audio_column=args.mic_audio_column)
@@ -430,7 +430,7 @@ def _load_rows(args: argparse.Namespace) -> list[dict[str, Any]] | None:
 
 
 def _diagnose_command(args: argparse.Namespace) -> int:
-    from .tools.hub import load_adapter_model
+    from ..tools.hub import load_adapter_model
 
     try:
         model, processor = load_adapter_model(args.model, args.processor, args.revision, args.dtype, args.device)

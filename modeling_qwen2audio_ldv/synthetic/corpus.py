@@ -3,14 +3,14 @@
 
 The "mini world" (see the design notes) trains and evaluates on speech that anyone can regenerate offline:
 short industrial-control utterances (digit strings, commands, status sentences) spoken by eSpeak NG voices,
-each paired with its simulated LDV recording (:func:`~modeling_qwen2audio_ldv.simulator.simulate_ldv`).
+each paired with its simulated LDV recording (:func:`~modeling_qwen2audio_ldv.synthetic.simulator.simulate_ldv`).
 
 eSpeak NG is GPL-3.0 and stays an optional extra (``pip install "qwen2audio-ldv[speech]"``): this module
 imports without it and loads the library (bundled by the ``espeakng-loader`` package) only when speech is
 synthesised.
 
 Example:
-    >>> from modeling_qwen2audio_ldv.corpus import build_paired_corpus, synthesize
+    >>> from modeling_qwen2audio_ldv.synthetic.corpus import build_paired_corpus, synthesize
     >>> clip = synthesize("three seven one nine", voice="en-us+f3")        # float32, 16 kHz
     >>> corpus = build_paired_corpus(num_train=200, num_eval=20, seed=0, conditions=("window", "wall"))
     >>> corpus["train"][0]["text"], corpus["train"][0]["condition"]

@@ -157,7 +157,7 @@ class DataCollatorForQwen2AudioLDV:
         sampling_rate: the audio rate (Hz) every clip must have; must equal the feature extractor's.
         max_audio_seconds: longest accepted clip (s); also capped by the feature extractor's window. A longer
             clip raises (the processor would truncate it silently): drop such rows with
-            :func:`~modeling_qwen2audio_ldv.data.filter_bad_examples`.
+            :func:`~modeling_qwen2audio_ldv.data.loading.filter_bad_examples`.
         audio_domain_key: the example key holding each clip's ``audio_domain``, or ``None``.
     """
 

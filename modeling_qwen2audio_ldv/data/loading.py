@@ -24,7 +24,7 @@ NaN/Inf samples, digital silence, longer than ``max_seconds`` (30 s: Qwen2-Audio
 never truncated silently), missing or empty transcript.
 
 Example:
-    >>> from modeling_qwen2audio_ldv.data import load_audio_dataset, filter_bad_examples
+    >>> from modeling_qwen2audio_ldv.data.loading import load_audio_dataset, filter_bad_examples
     >>> dataset = load_audio_dataset("my_ldv_clips/", split="train", text_column="transcript")
     >>> dataset, report = filter_bad_examples(dataset, on_bad_example="skip")
     >>> report.counts        # e.g. {"decode_error": 2, "too_long": 1}

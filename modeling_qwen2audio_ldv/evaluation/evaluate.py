@@ -9,53 +9,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-import torch
-from tqdm.auto import tqdm
+from ..inference.generate import generate_transcripts
 
 logger = logging.getLogger(__name__)
-
-
-def _array(value: Any) -> np.ndarray:
-    from .preprocessing import audio_to_array
-
-    return audio_to_array(value)
-
-
-@torch.no_grad()
-def transcribe(
-    model,
-    processor,
-    audios: Sequence[Any],
-    instruction: str,
-    batch_size: int = 16,
-    max_new_tokens: int = 64,
-    audio_domain: str | None = None,
-    progress: bool = True,
-    desc: str = "transcribing",
-) -> list[str]:
-    """Greedy transcripts of ``audios`` (1-D float arrays at 16 kHz, or datasets audio dicts).
-
-    The prompt is the chat template with one audio and ``instruction``; batches are left-padded prompts only.
-    ``audio_domain``: ``None``/"ldv" (the active adapter), "mic" (no adapter) or an adapter name.
-    """
-    from .preprocessing import build_prompt
-
-    prompt = build_prompt(processor, instruction)
-    tokenizer = processor.tokenizer
-    device = next(model.parameters()).device
-    predictions: list[str] = []
-    for start in tqdm(range(0, len(audios), batch_size), desc=desc, disable=not progress):
-        clips = [_array(a) for a in audios[start : start + batch_size]]
-        inputs = processor(text=[prompt] * len(clips), audio=clips, sampling_rate=16000, return_tensors="pt",
-                           padding=True, padding_side="left")
-        inputs = {k: v.to(device) for k, v in inputs.items()}
-        kwargs = {"audio_domain": audio_domain} if audio_domain is not None else {}
-        generated = model.generate(**inputs, **kwargs, max_new_tokens=max_new_tokens, do_sample=False,
-                                   pad_token_id=tokenizer.pad_token_id)
-        new_tokens = generated[:, inputs["input_ids"].shape[1]:]
-        predictions.extend(t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True))
-    return predictions
 
 
 def evaluate_sets(
@@ -91,8 +47,8 @@ def evaluate_sets(
         for row in rows:
             disable = row == "baseline" and hasattr(model, "disable_domain_adapter")
             with model.disable_domain_adapter() if disable else contextlib.nullcontext():
-                hypotheses = transcribe(model, processor, audios, instruction, batch_size, max_new_tokens,
-                                        progress=progress, desc=f"{name}/{row}")
+                hypotheses = generate_transcripts(model, processor, audios, instruction, batch_size, max_new_tokens,
+                                                  progress=progress, desc=f"{name}/{row}")
             rates = compute_error_rates(hypotheses, references, language=language)
             scores[name][row] = {"cer": float(rates["cer"]), "wer": float(rates["wer"])}
             predictions[name][row] = hypotheses
@@ -120,8 +76,8 @@ def register_cli(subparsers) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from transformers import AutoModelForSeq2SeqLM, AutoProcessor
 
-    from .data import filter_bad_examples, load_audio_dataset
-    from .preprocessing import DEFAULT_INSTRUCTION
+    from ..data.loading import filter_bad_examples, load_audio_dataset
+    from ..data.collator import DEFAULT_INSTRUCTION
 
     model = AutoModelForSeq2SeqLM.from_pretrained(args.model, trust_remote_code=True, revision=args.revision).eval()
     base = getattr(model.config, "base_model_name_or_path", None) or args.model

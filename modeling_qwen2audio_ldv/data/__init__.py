@@ -1,0 +1,1 @@
+"""Datasets in: loading any audio source, validating it, and the training collator with its prompt."""
