@@ -336,7 +336,7 @@ def spell_out_numbers(text: str) -> str:
     (after NFKC, so full-width digits count)
     becomes words and is separated from its neighbours by spaces:
 
-    * ``1``-``99`` without a leading zero as one number (``corpus.number_words``): ``"45"`` -> ``"forty five"``,
+    * ``1``-``99`` without a leading zero as one number (``text.number_words``): ``"45"`` -> ``"forty five"``,
       ``"7"`` -> ``"seven"`` (the corpus speaks quantities ``1``-``99`` this way);
     * anything else (``0``, a leading zero, three or more digits) digit by digit: ``"652"`` -> ``"six five two"``,
       ``"05"`` -> ``"zero five"`` (the corpus speaks digit strings this way; it has no numbers >= 100).
@@ -345,7 +345,7 @@ def spell_out_numbers(text: str) -> str:
     ``"two nd"``), decimals and symbols are not interpreted, so this is an English-corpus rule, not a general
     text normaliser.
     """
-    from ..synthetic.corpus import number_words
+    from ..text import number_words
 
     if not isinstance(text, str):
         raise TypeError(f"`text` must be a str, got {type(text).__name__}")

@@ -47,6 +47,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from ..text import EN_DIGITS, number_words
 from .simulator import DEFAULT_CONDITION, LDVCondition, get_condition, simulate_ldv
 
 logger = logging.getLogger(__name__)
@@ -393,25 +394,6 @@ def synthesize(
 # --------------------------------------------------------------------------------------------------------
 # Texts
 # --------------------------------------------------------------------------------------------------------
-_EN_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-_EN_TEENS = (
-    "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen",
-)
-_EN_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
-
-
-def number_words(value: int) -> str:
-    """English words for an integer in 0-99, as spoken: ``45 -> "forty five"``, ``13 -> "thirteen"``."""
-    if not 0 <= value <= 99:
-        raise ValueError(f"`value` ({value}) must be between 0 and 99")
-    if value < 10:
-        return _EN_DIGITS[value]
-    if value < 20:
-        return _EN_TEENS[value - 10]
-    tens, units = divmod(value, 10)
-    return _EN_TENS[tens] if units == 0 else f"{_EN_TENS[tens]} {_EN_DIGITS[units]}"
-
-
 # Template slots: "{name}" draws uniformly from _EN_SLOTS[name]; "{n}" is a number 1-9 in words, "{nn}" 10-99.
 _EN_SLOTS: dict[str, tuple[str, ...]] = {
     "switchable": (
@@ -526,7 +508,7 @@ def _make_text(kind: str, rng: np.random.Generator, language: str) -> str:
         count = int(rng.integers(DIGIT_COUNT_RANGE[0], DIGIT_COUNT_RANGE[1] + 1))
         digits = rng.integers(0, 10, size=count)
         if language == "en":
-            return " ".join(_EN_DIGITS[d] for d in digits)
+            return " ".join(EN_DIGITS[d] for d in digits)
         return "".join(_CMN_DIGITS[d] for d in digits)
     templates, slots = (_EN_TEMPLATES, _EN_SLOTS) if language == "en" else (_CMN_TEMPLATES, _CMN_SLOTS)
     options = templates[kind]
