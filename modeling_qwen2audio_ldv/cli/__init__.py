@@ -12,10 +12,10 @@ from importlib import import_module
 # Modules that contribute subcommands, in the order `--help` lists them.
 SUBCOMMAND_MODULES = (
     "inference.transcribe",
-    "synthetic.simulator",
-    "synthetic.corpus",
+    "cli.simulate",
+    "cli.corpus",
     "data.loading",
-    "synthetic.mini_world",
+    "cli.mini_base",
     "evaluation.evaluate",
     "cli.hub",
     "evaluation.explain",

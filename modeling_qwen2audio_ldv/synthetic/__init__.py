@@ -1,1 +1,2 @@
-"""The mini world: the LDV simulator, the paired eSpeak NG corpus, the Whisper-base reader and the mini base build."""
+"""The mini world: the LDV conditions and simulator, the eSpeak NG texts, speech and paired corpus, the Whisper-base
+reader and the mini base build."""

@@ -1,8 +1,11 @@
 # Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
-"""Laser Doppler Vibrometer (LDV) speech simulator.
+"""Laser Doppler Vibrometer (LDV) speech simulator: the signal chain.
 
 Turns microphone speech into plausible LDV speech: the speech as seen through a vibrating surface and
-corrupted by the optics (see ``LDV.md`` in the project notes for the reported characteristics and sources).
+corrupted by the optics. What is simulated (the surface and the ranges of the corruptions) is an
+:class:`~modeling_qwen2audio_ldv.synthetic.conditions.LDVCondition`; the presets and their sources are in
+``conditions.py``, and this module re-exports them (``LDVCondition``, ``LDV_PRESETS``, ``DEFAULT_CONDITION``,
+``get_condition``) so that ``simulator`` stays the one import for simulating.
 
 The chain, in physical order (each stage works at the input's sample rate):
 
@@ -15,9 +18,8 @@ The chain, in physical order (each stage works at the input's sample rate):
 7. peak normalisation to ``PEAK_LEVEL`` (-1 dBFS), so the result can be written to fixed-point files
    without clipping. The absolute level of the output therefore carries no information.
 
-A :class:`LDVCondition` is one fixed surface plus per-utterance random ranges for stages 2-6; every range is
-drawn once per call from a generator seeded by ``seed``, each stage from its own independent stream, so
-disabling one effect does not change the draws of the others.
+Every range of the condition is drawn once per call from a generator seeded by ``seed``, each stage from its own
+independent stream, so disabling one effect does not change the draws of the others.
 
 Example:
     >>> import numpy as np
@@ -30,18 +32,10 @@ Example:
 
 from __future__ import annotations
 
-import argparse
-import copy
-import csv
-import dataclasses
 import functools
-import hashlib
-import json
 import logging
 import math
 import numbers
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -50,13 +44,17 @@ import numpy as np
 import scipy.fft
 from scipy import interpolate, signal
 
+from .conditions import (
+    DEFAULT_CONDITION,
+    LDV_PRESETS,
+    REFERENCE_RATE_HZ,
+    LDVCondition,
+    Resonance,
+    get_condition,
+)
+
 logger = logging.getLogger(__name__)
 
-Range = tuple[float, float]
-Resonance = tuple[float, float, float]
-
-#: Sample rate (Hz) at which ``speckle_length_samples`` is expressed; lengths scale with the actual rate.
-REFERENCE_RATE_HZ = 16_000
 #: Peak level of the output (linear): -1 dBFS.
 PEAK_LEVEL = 10.0 ** (-1.0 / 20.0)
 #: Corner (Hz) of the low-pass that keeps the drift random walk below the speech band.
@@ -67,345 +65,6 @@ GAIN_KNOT_INTERVAL_S = 1.0
 NOISE_FLOOR_HZ = 20.0
 #: Pre-emphasis coefficient of the speckle waveform: a rising (non-white) spectrum, +~25 dB from DC to Nyquist.
 SPECKLE_PREEMPHASIS = 0.9
-#: Valid values of ``LDVCondition.dropout_mode``.
-DROPOUT_MODES = ("hold", "zero")
-#: Audio files that ``simulate`` converts (read and written with soundfile).
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
-#: Hugging Face ``audiofolder`` metadata files that ``simulate`` carries over.
-METADATA_FILES = ("metadata.csv", "metadata.jsonl")
-
-# Plausibility bounds of each range field: (low bound, high bound, unit). Wider than LDV.md's typical
-# values so that stress conditions remain expressible, narrow enough to catch unit mistakes (kHz vs Hz).
-_RANGE_BOUNDS: dict[str, tuple[float, float, str]] = {
-    "gain_variation_db": (0.0, 40.0, "dB"),
-    "drift_level_db": (-80.0, 0.0, "dB"),
-    "snr_db": (-20.0, 80.0, "dB"),
-    "speckle_rate_hz": (0.0, 200.0, "events per second"),
-    "speckle_length_samples": (1.0, 1000.0, "samples at 16 kHz"),
-    "speckle_level_db": (-40.0, 40.0, "dB"),
-    "dropout_rate_hz": (0.0, 20.0, "events per second"),
-    "dropout_duration_ms": (0.1, 1000.0, "ms"),
-}
-# Range fields that may be None (effect disabled).
-_OPTIONAL_RANGES = ("gain_variation_db", "drift_level_db", "snr_db", "speckle_rate_hz", "dropout_rate_hz")
-
-
-@dataclass(frozen=True)
-class LDVCondition:
-    """One LDV recording condition: a fixed surface plus per-utterance random ranges of the corruptions.
-
-    Every ``*_db``/``*_hz``/``*_ms`` range is a ``(low, high)`` pair; each call of :func:`simulate_ldv` draws
-    one value uniformly from it. A range set to ``None`` (or a rate of ``(0, 0)``) disables that effect.
-    Lists given for pairs are stored as tuples, so a condition is immutable, hashable and compares equal
-    after a JSON round trip.
-
-    Args:
-        name: identifier written into ``condition.json`` and logs.
-        highpass_hz: high-pass corner of the surface band (Hz); LDV.md: 100-300 Hz.
-        lowpass_hz: low-pass corner of the surface band (Hz); LDV.md: 1.5-4 kHz. Skipped (with a warning) at
-            sample rates whose Nyquist frequency is not above it.
-        filter_order: order of each Butterworth section (high-pass and low-pass); 4 gives 24 dB/octave.
-        resonances: 0-4 peaking filters ``(centre Hz, Q, gain dB)`` (RBJ biquads). Real surfaces have 1-4
-            (LDV.md: centre 200-3000 Hz, Q 2-15, gain +3..+15 dB); an empty tuple is a flat, idealised surface.
-        impulse_response: path of a WAV/FLAC with a measured surface impulse response, or None. Applied by
-            causal convolution after the filters, resampled to the signal's rate, multi-channel files averaged;
-            the output keeps the input's length (the IR's tail past the end is dropped).
-        gain_variation_db: range of the maximum excursion (dB) of a slow random gain curve (knots every
-            ``GAIN_KNOT_INTERVAL_S`` seconds, monotone cubic interpolation); LDV.md: up to +-10 dB.
-        drift_level_db: range of the RMS of the low-frequency drift (a random walk low-passed at
-            ``DRIFT_CUTOFF_HZ``) relative to the speech RMS (dB); LDV.md: -30..-10 dB.
-        snr_db: range of the signal-to-noise ratio (dB) of the Gaussian noise floor; the signal power is the
-            mean power of the whole utterance after the surface and gain stages; LDV.md: 0-30 dB, default 15.
-        noise_slope_db_per_octave: spectral slope of the noise power density (dB/octave); 0 white, -3 pink,
-            -6 brown. Flat below ``NOISE_FLOOR_HZ``.
-        speckle_rate_hz: range of the rate of speckle events (events per second); LDV.md: 0-20.
-        speckle_length_samples: range of the event length in samples at 16 kHz (scaled to the actual rate),
-            drawn log-uniformly so short clicks outnumber long bursts; LDV.md: 1-100.
-        speckle_level_db: range of each event's RMS relative to the speech RMS (dB), drawn per event.
-        dropout_rate_hz: range of the rate of drop-outs (events per second); LDV.md: 0-3.
-        dropout_duration_ms: range of each drop-out's duration (ms), drawn uniformly; LDV.md: 5-50.
-        dropout_mode: ``"hold"`` (track-and-hold of the last good sample) or ``"zero"`` (signal lost).
-    """
-
-    name: str
-    highpass_hz: float = 200.0
-    lowpass_hz: float = 3000.0
-    filter_order: int = 4
-    resonances: tuple[Resonance, ...] = ()
-    impulse_response: str | None = None
-    gain_variation_db: Range | None = None
-    drift_level_db: Range | None = None
-    snr_db: Range | None = (10.0, 20.0)
-    noise_slope_db_per_octave: float = -3.0
-    speckle_rate_hz: Range | None = None
-    speckle_length_samples: Range = (1.0, 100.0)
-    speckle_level_db: Range = (0.0, 10.0)
-    dropout_rate_hz: Range | None = None
-    dropout_duration_ms: Range = (5.0, 50.0)
-    dropout_mode: str = "hold"
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"`name` ({self.name!r}) must be a non-empty string")
-        highpass = _as_float("highpass_hz", self.highpass_hz)
-        lowpass = _as_float("lowpass_hz", self.lowpass_hz)
-        if highpass <= 0:
-            raise ValueError(f"`highpass_hz` ({highpass}) must be a positive frequency in Hz")
-        if lowpass <= highpass:
-            raise ValueError(f"`lowpass_hz` ({lowpass}) must be above `highpass_hz` ({highpass}) Hz")
-        _set(self, "highpass_hz", highpass)
-        _set(self, "lowpass_hz", lowpass)
-        order = self.filter_order
-        if isinstance(order, bool) or not isinstance(order, numbers.Integral) or not 1 <= order <= 8:
-            raise ValueError(f"`filter_order` ({order!r}) must be an integer in [1, 8]")
-        _set(self, "filter_order", int(order))
-        _set(self, "resonances", _check_resonances(self.resonances))
-        if self.impulse_response is not None:
-            if not isinstance(self.impulse_response, (str, os.PathLike)) or not str(self.impulse_response):
-                raise ValueError(
-                    f"`impulse_response` ({self.impulse_response!r}) must be a path to an audio file or None"
-                )
-            _set(self, "impulse_response", str(self.impulse_response))
-        for name, (low_bound, high_bound, unit) in _RANGE_BOUNDS.items():
-            value = _check_range(name, getattr(self, name), low_bound, high_bound, unit, name in _OPTIONAL_RANGES)
-            _set(self, name, value)
-        slope = _as_float("noise_slope_db_per_octave", self.noise_slope_db_per_octave)
-        if not -12.0 <= slope <= 12.0:
-            raise ValueError(f"`noise_slope_db_per_octave` ({slope}) must lie within [-12, 12] dB/octave")
-        _set(self, "noise_slope_db_per_octave", slope)
-        if self.dropout_mode not in DROPOUT_MODES:
-            raise ValueError(f"`dropout_mode` ({self.dropout_mode!r}) must be one of {DROPOUT_MODES}")
-        # The on/off processes need room for the off state: events may cover at most half of the signal.
-        if self.speckle_rate_hz is not None:
-            duty = self.speckle_rate_hz[1] * self.speckle_length_samples[1] / REFERENCE_RATE_HZ
-            if duty > 0.5:
-                raise ValueError(
-                    f"`speckle_rate_hz` high ({self.speckle_rate_hz[1]}/s) times `speckle_length_samples` high "
-                    f"({self.speckle_length_samples[1]} samples at 16 kHz) covers {duty:.0%} of the signal; "
-                    "expected at most 50%"
-                )
-        if self.dropout_rate_hz is not None:
-            duty = self.dropout_rate_hz[1] * self.dropout_duration_ms[1] / 1000.0
-            if duty > 0.5:
-                raise ValueError(
-                    f"`dropout_rate_hz` high ({self.dropout_rate_hz[1]}/s) times `dropout_duration_ms` high "
-                    f"({self.dropout_duration_ms[1]} ms) covers {duty:.0%} of the signal; expected at most 50%"
-                )
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable dict (tuples become lists)."""
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = [list(v) if isinstance(v, tuple) else v for v in value]
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LDVCondition:
-        """Build a condition from :meth:`to_dict`'s output; unknown keys are an error."""
-        if not isinstance(data, dict):
-            raise ValueError(f"an LDV condition must be a JSON object (dict), got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown LDV condition field(s) {unknown}; expected a subset of {sorted(known)}")
-        if "name" not in data:
-            raise ValueError("an LDV condition needs a `name` field")
-        return cls(**data)
-
-    def to_json(self, path: str | os.PathLike) -> Path:
-        """Write the condition to ``path`` as indented JSON; returns the path."""
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
-
-    @classmethod
-    def from_json(cls, path: str | os.PathLike) -> LDVCondition:
-        """Read a condition written by :meth:`to_json`.
-
-        A relative ``impulse_response`` path is resolved against the JSON file's folder, so a condition and
-        its IR can travel together.
-        """
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from err
-        if isinstance(data, dict) and isinstance(data.get("impulse_response"), str):
-            ir = Path(data["impulse_response"])
-            if not ir.is_absolute():
-                data["impulse_response"] = str((path.parent / ir).resolve())
-        return cls.from_dict(data)
-
-
-def _set(condition: LDVCondition, name: str, value: Any) -> None:
-    object.__setattr__(condition, name, value)
-
-
-def _as_float(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
-        raise ValueError(f"`{name}` ({value!r}) must be a finite number")
-    return float(value)
-
-
-def _check_range(
-    name: str, value: Any, low_bound: float, high_bound: float, unit: str, optional: bool
-) -> Range | None:
-    if value is None:
-        if optional:
-            return None
-        raise ValueError(f"`{name}` must be a (low, high) pair in {unit}, got None")
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise ValueError(f"`{name}` ({value!r}) must be a (low, high) pair in {unit}")
-    low, high = (_as_float(name, v) for v in value)
-    if low > high:
-        raise ValueError(f"`{name}` ({value!r}): low ({low}) must not exceed high ({high})")
-    if low < low_bound or high > high_bound:
-        raise ValueError(f"`{name}` ({value!r}) must lie within [{low_bound}, {high_bound}] {unit}")
-    return (low, high)
-
-
-def _check_resonances(value: Any) -> tuple[Resonance, ...]:
-    if value is None:
-        return ()
-    if not isinstance(value, (tuple, list)) or len(value) > 4:
-        raise ValueError(f"`resonances` ({value!r}) must be a list of 0-4 (centre Hz, Q, gain dB) triples")
-    out = []
-    for i, item in enumerate(value):
-        if not isinstance(item, (tuple, list)) or len(item) != 3:
-            raise ValueError(f"`resonances[{i}]` ({item!r}) must be a (centre Hz, Q, gain dB) triple")
-        centre, q, gain = (_as_float(f"resonances[{i}]", v) for v in item)
-        if centre <= 0:
-            raise ValueError(f"`resonances[{i}]` centre ({centre}) must be a positive frequency in Hz")
-        if not 0.1 <= q <= 100:
-            raise ValueError(f"`resonances[{i}]` Q ({q}) must lie within [0.1, 100]")
-        if not -30 <= gain <= 30:
-            raise ValueError(f"`resonances[{i}]` gain ({gain}) must lie within [-30, 30] dB")
-        out.append((centre, q, gain))
-    return tuple(out)
-
-
-# --------------------------------------------------------------------------------------------------------
-# Presets. Every parameter of every preset is here. Sources (full references in LDV.md):
-#   band            Avargel & Cohen, HSCMA 2011 (membrane usable 200 Hz-4 kHz); Xiao et al., Sensors 21:3866,
-#                   2021 (band set by the surface, not the instrument).
-#   resonances      Cai, Iwai, Nishiura, Appl. Sci. 13:1958, 2023 and Sensors 23:330, 2023 (shape and frequency
-#                   response of the object distort the sound; resonances).
-#   box band        mic-LDV coherence on a box: 0.82 at 250-500 Hz, 0.38 at 0.5-2 kHz, 0.09 above 2 kHz
-#                   (technical report, sk413025 repositories) -> pass band ~200-2500 Hz, strong low resonance.
-#   speckle         Appl. Sci. 11:9870, 2021; Wang et al., IEICE E104.D:850, 2021; Jin et al., Opt. Lasers Eng.
-#                   2022 (clicks of a few samples, bursts up to ~100, on/off process, 0-20 per second).
-#   drop-outs       Rothberg, Appl. Opt. 45:4523, 2006 (track-and-hold or signal loss when the return is weak).
-#   drift           Li et al., ICPR 2006; Chen et al., Optoelectron. Lett. 16(6), 2020 (macro motion < 20 Hz).
-#   noise floor     Li et al., ICPR 2006; Jin et al. 2022 (Gaussian, not white); SNR 0-30 dB, typical 15.
-#   gain            Zhu, CCNY LDV report, 2004 (distance/surface dependent; adaptive volume scaling).
-# The individual numbers inside those ranges are choices that make the four surfaces clearly different;
-# they are not measurements.
-# --------------------------------------------------------------------------------------------------------
-LDV_PRESETS: dict[str, LDVCondition] = {
-    # Glass pane: stiff, light plate; widest band, sharp plate modes, specular return -> few speckles.
-    "window": LDVCondition(
-        name="window",
-        highpass_hz=300.0,
-        lowpass_hz=4000.0,
-        filter_order=4,
-        resonances=((450.0, 8.0, 8.0), (1800.0, 10.0, 6.0), (3200.0, 12.0, 5.0)),
-        gain_variation_db=(0.0, 4.0),
-        drift_level_db=(-30.0, -25.0),
-        snr_db=(18.0, 25.0),
-        noise_slope_db_per_octave=-3.0,
-        speckle_rate_hz=(0.0, 3.0),
-        speckle_length_samples=(1.0, 30.0),
-        speckle_level_db=(-5.0, 5.0),
-        dropout_rate_hz=(0.0, 0.5),
-        dropout_duration_ms=(5.0, 20.0),
-        dropout_mode="hold",
-    ),
-    # Cardboard box (the default): soft panel, narrow band, strong low panel mode, moderate optics.
-    "cardboard_box": LDVCondition(
-        name="cardboard_box",
-        highpass_hz=200.0,
-        lowpass_hz=2500.0,
-        filter_order=4,
-        resonances=((350.0, 4.0, 10.0), (1200.0, 6.0, 6.0)),
-        gain_variation_db=(2.0, 6.0),
-        drift_level_db=(-30.0, -20.0),
-        snr_db=(12.0, 18.0),
-        noise_slope_db_per_octave=-3.0,
-        speckle_rate_hz=(2.0, 10.0),
-        speckle_length_samples=(1.0, 100.0),
-        speckle_level_db=(0.0, 10.0),
-        dropout_rate_hz=(0.5, 2.0),
-        dropout_duration_ms=(5.0, 50.0),
-        dropout_mode="hold",
-    ),
-    # Wall: massive, heavily damped; only low frequencies pass, weak signal, rough surface -> many speckles,
-    # and signal loss (zero) rather than hold when the return fades.
-    "wall": LDVCondition(
-        name="wall",
-        highpass_hz=100.0,
-        lowpass_hz=1500.0,
-        filter_order=4,
-        resonances=((180.0, 2.0, 6.0),),
-        gain_variation_db=(0.0, 3.0),
-        drift_level_db=(-20.0, -10.0),
-        snr_db=(5.0, 12.0),
-        noise_slope_db_per_octave=-6.0,
-        speckle_rate_hz=(8.0, 20.0),
-        speckle_length_samples=(1.0, 100.0),
-        speckle_level_db=(0.0, 12.0),
-        dropout_rate_hz=(1.0, 3.0),
-        dropout_duration_ms=(10.0, 50.0),
-        dropout_mode="zero",
-    ),
-    # Throat skin: soft tissue, broad damped resonances (like throat microphones), breathing and pulse motion
-    # -> strong drift and gain changes, speckle decorrelation from moving tissue.
-    "throat": LDVCondition(
-        name="throat",
-        highpass_hz=150.0,
-        lowpass_hz=2000.0,
-        filter_order=2,
-        resonances=((600.0, 2.0, 5.0), (1500.0, 3.0, 4.0)),
-        gain_variation_db=(4.0, 10.0),
-        drift_level_db=(-20.0, -10.0),
-        snr_db=(15.0, 25.0),
-        noise_slope_db_per_octave=-3.0,
-        speckle_rate_hz=(5.0, 15.0),
-        speckle_length_samples=(1.0, 60.0),
-        speckle_level_db=(-5.0, 5.0),
-        dropout_rate_hz=(0.2, 1.0),
-        dropout_duration_ms=(5.0, 30.0),
-        dropout_mode="hold",
-    ),
-}
-
-#: The default condition: a plausible but challenging surface (band ~200-2500 Hz, two resonances, SNR around
-#: 15 dB, clicks and drop-outs), close to the only public paired set up reported (a box, see the coherence row).
-DEFAULT_CONDITION = "cardboard_box"
-
-
-def get_condition(name_or_path: str | os.PathLike | LDVCondition) -> LDVCondition:
-    """Resolve a condition: an :class:`LDVCondition` (returned as is), a preset name or a JSON file path.
-
-    Raises:
-        ValueError: for an unknown name (the message lists the presets) or an invalid JSON condition.
-    """
-    if isinstance(name_or_path, LDVCondition):
-        return name_or_path
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        raise ValueError(
-            f"`condition` must be a preset name, a JSON path or an LDVCondition, got {type(name_or_path).__name__}"
-        )
-    key = str(name_or_path)
-    if key in LDV_PRESETS:
-        return copy.deepcopy(LDV_PRESETS[key])
-    path = Path(key)
-    if path.is_file():
-        return LDVCondition.from_json(path)
-    raise ValueError(
-        f"unknown LDV condition {key!r}: expected a preset ({', '.join(sorted(LDV_PRESETS))}) "
-        "or the path of an existing JSON file"
-    )
 
 
 @dataclass
@@ -713,10 +372,25 @@ def simulate_ldv(
             f"`highpass_hz` ({condition.highpass_hz}) of condition {condition.name!r} must be below the Nyquist "
             f"frequency ({sample_rate / 2.0} Hz) of `sample_rate` {sample_rate}"
         )
+    audio, events = _run_stages(audio, sample_rate, condition, int(seed))
+    if normalize:
+        peak = float(np.max(np.abs(audio)))
+        if peak > 0:
+            audio *= PEAK_LEVEL / peak
+    out = audio.astype(np.float32)
+    if return_events:
+        return out, events
+    return out
+
+
+def _run_stages(
+    audio: np.ndarray, sample_rate: int, condition: LDVCondition, seed: int
+) -> tuple[np.ndarray, LDVEvents]:
+    """Stages 1-6 of the chain on a checked float64 ``(samples,)`` waveform; returns the audio and its events."""
     num_samples = audio.shape[0]
     # One independent stream per stage, so disabling a stage leaves the others' draws unchanged.
     rng_gain, rng_drift, rng_noise, rng_speckle, rng_dropout = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(5)
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(5)
     )
     params: dict[str, float] = {}
 
@@ -750,195 +424,10 @@ def simulate_ldv(
         params["dropout_rate_hz"] = rate
         if rate > 0:
             dropouts = _apply_dropouts(rng_dropout, audio, sample_rate, rate, condition)
-    if normalize:
-        peak = float(np.max(np.abs(audio)))
-        if peak > 0:
-            audio *= PEAK_LEVEL / peak
-    out = audio.astype(np.float32)
-    if return_events:
-        return out, LDVEvents(clicks=clicks, dropouts=dropouts, params=params)
-    return out
+    return audio, LDVEvents(clicks=clicks, dropouts=dropouts, params=params)
 
 
-# --------------------------------------------------------------------------------------------------------
-# Command line: ldv-qwen2audio simulate
-# --------------------------------------------------------------------------------------------------------
-def file_seed(seed: int, relative_path: str | os.PathLike) -> int:
-    """Per-file seed: a 64-bit hash of the global ``seed`` and the file's POSIX relative path.
-
-    Stable across machines and runs, independent of file order, different for every file.
-    """
-    key = f"{int(seed)}:{Path(relative_path).as_posix()}".encode()
-    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register the ``simulate`` subcommand."""
-    parser = subparsers.add_parser(
-        "simulate",
-        help="turn a folder of microphone audio into simulated LDV audio",
-        description=(
-            "Write the simulated LDV version of every wav/flac/ogg file under --input at the same relative path "
-            "under --output (mono, same sample rate, format and length), copy metadata.csv/metadata.jsonl so an "
-            "audiofolder stays an audiofolder, and write the condition to condition.json."
-        ),
-    )
-    parser.add_argument("--input", required=True, type=Path, help="folder of microphone audio (searched recursively)")
-    parser.add_argument("--output", required=True, type=Path, help="folder for the LDV audio (created)")
-    parser.add_argument(
-        "--condition",
-        default=DEFAULT_CONDITION,
-        help=f"preset ({', '.join(LDV_PRESETS)}) or path of a condition JSON (default: {DEFAULT_CONDITION})",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=0, help="global seed; each file's seed derives from it and its relative path"
-    )
-    parser.add_argument("--plot", action="store_true", help="write mic_vs_ldv.png for the first file")
-    parser.set_defaults(func=run_simulate)
-
-
-def _is_within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-    except ValueError:
-        return False
-    return True
-
-
-def _simulate_file(
-    source: Path, target: Path, condition: LDVCondition, seed: int
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Simulate one file; returns (mic mono, ldv, sample rate). Writes ``target`` atomically."""
-    import soundfile as sf
-
-    info = sf.info(str(source))
-    data, sample_rate = sf.read(str(source), dtype="float64", always_2d=True)
-    mono = data.mean(axis=1)
-    ldv = simulate_ldv(mono, sample_rate, condition, seed=seed)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    try:
-        sf.write(str(partial), ldv, sample_rate, subtype=info.subtype, format=info.format)
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)  # only left behind when writing failed
-    return mono, ldv, sample_rate
-
-
-def _metadata_file_columns(fieldnames: list[str]) -> list[str]:
-    return [name for name in fieldnames if name == "file_name" or name.endswith("_file_name")]
-
-
-def _copy_metadata(source: Path, target: Path, failed: set[str]) -> int:
-    """Copy an audiofolder metadata file, dropping rows whose file failed; returns the number dropped.
-
-    ``failed`` holds POSIX paths relative to the metadata file's folder.
-    """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not failed:
-        shutil.copy2(source, target)
-        return 0
-    dropped = 0
-    if source.suffix == ".csv":
-        with source.open(newline="", encoding="utf-8") as fin:
-            reader = csv.DictReader(fin)
-            fieldnames = list(reader.fieldnames or [])
-            columns = _metadata_file_columns(fieldnames)
-            rows = []
-            for row in reader:
-                if any(Path(row.get(c) or "").as_posix() in failed for c in columns):
-                    dropped += 1
-                else:
-                    rows.append(row)
-        with target.open("w", newline="", encoding="utf-8") as fout:
-            writer = csv.DictWriter(fout, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-    else:
-        lines = []
-        for line in source.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            columns = _metadata_file_columns(list(record))
-            if any(Path(str(record[c])).as_posix() in failed for c in columns):
-                dropped += 1
-            else:
-                lines.append(line)
-        target.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
-    return dropped
-
-
-def run_simulate(args: argparse.Namespace) -> int:
-    """Handler of ``simulate``; returns 0 when every file was converted, 1 when any failed, 2 on bad arguments."""
-    import soundfile as sf
-    from tqdm.auto import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    source_root = Path(args.input).resolve()
-    target_root = Path(args.output).resolve()
-    if not source_root.is_dir():
-        logger.error("--input %s is not a folder", args.input)
-        return 2
-    if target_root == source_root:
-        logger.error("--output must differ from --input (%s)", args.input)
-        return 2
-    try:
-        condition = get_condition(args.condition)
-    except ValueError as err:
-        logger.error("--condition: %s", err)
-        return 2
-    if condition.impulse_response is not None and not Path(condition.impulse_response).is_file():
-        logger.error("impulse_response of condition %r not found: %s", condition.name, condition.impulse_response)
-        return 2
-
-    def wanted(path: Path, names: tuple[str, ...], by_suffix: bool) -> bool:
-        if not path.is_file() or _is_within(path, target_root):  # output may live inside the input
-            return False
-        return path.suffix.lower() in names if by_suffix else path.name in names
-
-    candidates = sorted(source_root.rglob("*"))
-    files = [p for p in candidates if wanted(p, AUDIO_EXTENSIONS, by_suffix=True)]
-    metadata = [p for p in candidates if wanted(p, METADATA_FILES, by_suffix=False)]
-    if not files:
-        logger.error("no %s files under %s", "/".join(AUDIO_EXTENSIONS), source_root)
-        return 1
-    target_root.mkdir(parents=True, exist_ok=True)
-    condition.to_json(target_root / "condition.json")
-    logger.info("simulating %d files with condition %r, seed %d", len(files), condition.name, args.seed)
-
-    failures: list[tuple[Path, str]] = []
-    plotted = not args.plot
-    with logging_redirect_tqdm():
-        for path in tqdm(files, desc="simulate", unit="file"):
-            relative = path.relative_to(source_root)
-            try:
-                mic, ldv, sample_rate = _simulate_file(
-                    path, target_root / relative, condition, file_seed(args.seed, relative)
-                )
-            except (sf.SoundFileError, RuntimeError, ValueError, OSError) as err:
-                failures.append((relative, f"{type(err).__name__}: {err}"))
-                logger.error("skipped %s: %s: %s", relative, type(err).__name__, err)
-                continue
-            if not plotted:
-                from ..evaluation.plots import plot_mic_vs_ldv
-
-                title = f"{relative.as_posix()} ({condition.name})"
-                png = plot_mic_vs_ldv(mic, ldv, sample_rate, target_root / "mic_vs_ldv.png", title=title)
-                logger.info("wrote %s", png)
-                plotted = True
-
-    failed_paths = [source_root / rel for rel, _ in failures]
-    for meta in metadata:
-        failed_here = {p.relative_to(meta.parent).as_posix() for p in failed_paths if _is_within(p, meta.parent)}
-        dropped = _copy_metadata(meta, target_root / meta.relative_to(source_root), failed_here)
-        if dropped:
-            logger.warning("%s: dropped %d row(s) of files that failed", meta.relative_to(source_root), dropped)
-
-    logger.info("wrote %d of %d files to %s", len(files) - len(failures), len(files), target_root)
-    if failures:
-        logger.error(
-            "%d file(s) failed:\n%s", len(failures), "\n".join(f"  {rel}: {reason}" for rel, reason in failures)
-        )
-        return 1
-    return 0
+# The condition names are re-exported: `from .simulator import LDVCondition, LDV_PRESETS, simulate_ldv` is the one
+# import for simulating (train_hf.py, the corpus, the package root).
+__all__ = ["DEFAULT_CONDITION", "LDV_PRESETS", "LDVCondition", "LDVEvents", "apply_surface", "get_condition",
+           "simulate_ldv"]
