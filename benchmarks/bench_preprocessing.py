@@ -29,19 +29,18 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from modeling_qwen2audio_ldv.data.loading import load_audio_dataset, validate_dataset
+from modeling_qwen2audio_ldv.audio import SAMPLING_RATE
 from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
+from modeling_qwen2audio_ldv.data.loading import load_audio_dataset, validate_dataset
 from modeling_qwen2audio_ldv.testing import build_char_tokenizer, build_processor
-
-SAMPLE_RATE = 16_000
 
 
 def synthetic_voice(seconds: float, seed: int) -> np.ndarray:
     """Harmonic series on a gliding fundamental with a syllable-rate envelope: ``(samples,)`` float32."""
     rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    t = np.arange(int(seconds * SAMPLING_RATE)) / SAMPLING_RATE
     f0 = rng.uniform(90, 200) + 30.0 * np.sin(2 * np.pi * 0.7 * t)
-    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLING_RATE
     voiced = sum(np.sin(k * phase) / k for k in range(1, 20))
     envelope = (0.5 + 0.5 * np.sin(2 * np.pi * 3.0 * t)) ** 2
     return (0.1 * voiced * envelope + 0.003 * rng.standard_normal(t.shape[0])).astype(np.float32)
@@ -53,7 +52,7 @@ def write_audiofolder(folder: Path, clips: int, min_seconds: float, max_seconds:
     lines, total = ["file_name,text"], 0.0
     for index in range(clips):
         seconds = float(rng.uniform(min_seconds, max_seconds))
-        sf.write(folder / f"clip{index:05d}.wav", synthetic_voice(seconds, index), SAMPLE_RATE, subtype="PCM_16")
+        sf.write(folder / f"clip{index:05d}.wav", synthetic_voice(seconds, index), SAMPLING_RATE, subtype="PCM_16")
         lines.append(f"clip{index:05d}.wav,utterance number {index} of the benchmark corpus")
         total += seconds
     (folder / "metadata.csv").write_text("\n".join(lines) + "\n")

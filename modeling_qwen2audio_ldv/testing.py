@@ -17,8 +17,10 @@ from transformers import (
     WhisperFeatureExtractor,
 )
 
+from .audio import SAMPLING_RATE
+
 SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<unk>")
-HOP_LENGTH = 160  # samples per mel frame at 16 kHz (10 ms), as in Whisper
+HOP_LENGTH = 160  # samples per mel frame at SAMPLING_RATE (10 ms), as in Whisper
 
 
 def build_char_tokenizer(extra_characters: str = "") -> PreTrainedTokenizerFast:
@@ -53,7 +55,8 @@ def build_corpus_tokenizer(texts, vocab_size: int = 1000) -> PreTrainedTokenizer
     keeps transcripts a few tokens long. Printable ASCII is in the alphabet, so any English text encodes.
     """
     backend = Tokenizer(models.BPE(unk_token="<unk>"))
-    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"), pre_tokenizers.Metaspace()])
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split("\n", "isolated"),
+                                                     pre_tokenizers.Metaspace()])
     backend.decoder = decoders.Metaspace()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
                                   initial_alphabet=list(string.printable), show_progress=False)
@@ -64,14 +67,14 @@ def build_corpus_tokenizer(texts, vocab_size: int = 1000) -> PreTrainedTokenizer
 def build_processor(tokenizer: PreTrainedTokenizerFast, max_source_positions: int, num_mel_bins: int = 80):
     """A ``Qwen2AudioProcessor`` whose feature extractor pads to ``max_source_positions * 2`` mel frames."""
     mel_frames = max_source_positions * 2
-    if (mel_frames * HOP_LENGTH) % 16000:
+    if (mel_frames * HOP_LENGTH) % SAMPLING_RATE:
         raise ValueError(f"max_source_positions ({max_source_positions}) must make a whole number of seconds "
                          f"(multiples of 50)")
     feature_extractor = WhisperFeatureExtractor(
         feature_size=num_mel_bins,
-        sampling_rate=16000,
+        sampling_rate=SAMPLING_RATE,
         hop_length=HOP_LENGTH,
-        chunk_length=mel_frames * HOP_LENGTH // 16000,
+        chunk_length=mel_frames * HOP_LENGTH // SAMPLING_RATE,
         n_fft=400,
         padding_value=0.0,
         return_attention_mask=True,
@@ -79,7 +82,8 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, max_source_positions: in
     return Qwen2AudioProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
-def tiny_config(tokenizer: PreTrainedTokenizerFast, max_source_positions: int = 100, **audio_overrides) -> Qwen2AudioConfig:
+def tiny_config(tokenizer: PreTrainedTokenizerFast, max_source_positions: int = 100,
+                **audio_overrides) -> Qwen2AudioConfig:
     """A tiny Qwen2-Audio configuration (as in transformers' own tests): audio d_model 16, text hidden 32."""
     audio = dict(
         num_mel_bins=80, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=32, d_model=16,

@@ -1,5 +1,20 @@
 """Facts about text that scoring, stitching and the synthetic corpus share."""
 
+import re
+
+#: Scripts written without spaces between words, as regex character-class ranges: Japanese kana and the CJK
+#: ideographs (unified, extension A, compatibility, extensions B and later). Hangul is excluded: Korean separates
+#: words with spaces. Scoring counts each such character as one word; stitching compares such text by character.
+CJK_RANGES = (
+    "\u3040-\u30ff"  # Hiragana, Katakana
+    "\u3400-\u4dbf"  # CJK Unified Ideographs Extension A
+    "\u4e00-\u9fff"  # CJK Unified Ideographs
+    "\uf900-\ufaff"  # CJK Compatibility Ideographs
+    "\U00020000-\U0003134f"  # CJK Unified Ideographs Extensions B-G
+)
+#: One character of :data:`CJK_RANGES`.
+CJK_CHAR = re.compile(f"[{CJK_RANGES}]")
+
 #: English digit words, 0-9.
 EN_DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 _EN_TEENS = (

@@ -10,12 +10,12 @@ import pytest
 import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict
 
+from modeling_qwen2audio_ldv.cli.data import register_cli
 from modeling_qwen2audio_ldv.data.loading import (
     BAD_REASONS,
     SILENCE_PEAK_THRESHOLD,
     filter_bad_examples,
     load_audio_dataset,
-    register_cli,
     validate_dataset,
 )
 

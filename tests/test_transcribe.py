@@ -8,15 +8,10 @@ import pytest
 import soundfile as sf
 
 from modeling_qwen2audio_ldv import cli
-from modeling_qwen2audio_ldv.inference.transcribe import (
-    find_audio_files,
-    plan_windows,
-    seam_overlap,
-    stitch,
-    to_srt,
-    transcribe,
-    window_samples,
-)
+from modeling_qwen2audio_ldv.audio import find_audio_files
+from modeling_qwen2audio_ldv.inference.transcribe import transcribe
+from modeling_qwen2audio_ldv.inference.windows import plan_windows, seam_overlap, stitch, window_samples
+from modeling_qwen2audio_ldv.inference.writers import to_srt
 
 REPO = Path(__file__).resolve().parents[1]
 RATE = 16000
@@ -88,15 +83,15 @@ def test_srt_cues():
 
 # ------------------------------------------------------------------------------------------------ Python API
 def test_transcribe_arrays_and_a_bad_path(tiny_base, tmp_path, monkeypatch):
-    import modeling_qwen2audio_ldv.evaluation.evaluate as evaluation
+    import modeling_qwen2audio_ldv.inference.transcribe as transcribe_module
 
     model, processor = tiny_base
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF0000WAVEnot audio")
     clips = [bursts([("speech", 0.8)], seed=1), str(bad), bursts([("speech", 4.5)], seed=2)]
     batches = []
-    generate = evaluation.transcribe
-    monkeypatch.setattr(evaluation, "transcribe", lambda m, p, audios, *a, **k: batches.append(
+    generate = transcribe_module.generate_transcripts
+    monkeypatch.setattr(transcribe_module, "generate_transcripts", lambda m, p, audios, *a, **k: batches.append(
         [len(x) for x in audios]) or generate(m, p, audios, *a, **k))
     results = transcribe(model, processor, clips, batch_size=3, max_new_tokens=3, on_error="skip", progress=False)
     # the short clip and the first two windows of the long one share the first batch; every window fits
@@ -208,7 +203,7 @@ def test_forced_cuts_in_speech_are_stitched_without_repeats(monkeypatch):
     pytest.importorskip("espeakng_loader")
     from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
-    import modeling_qwen2audio_ldv.inference.transcribe as transcribe_module
+    import modeling_qwen2audio_ldv.inference.windows as windows_module
     from modeling_qwen2audio_ldv.synthetic.corpus import synthesize
     from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates
 
@@ -223,7 +218,7 @@ def test_forced_cuts_in_speech_are_stitched_without_repeats(monkeypatch):
     while sum(len(clips[t]) for t in texts) < 1.5 * window_seconds * RATE or len(texts) < len(phrases):
         texts.append(phrases[len(texts) % len(phrases)])
     audio = np.concatenate([clips[t] for t in texts]).astype(np.float32)
-    monkeypatch.setattr(transcribe_module, "MIN_PAUSE_SECONDS", 10.0)
+    monkeypatch.setattr(windows_module, "MIN_PAUSE_SECONDS", 10.0)
     result = transcribe(model, processor, audio, overlap_seconds=0.4, window_seconds=window_seconds, progress=False)
     assert len(result["segments"]) >= 2
     reference = " ".join(texts)

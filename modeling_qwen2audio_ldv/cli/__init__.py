@@ -11,15 +11,15 @@ from importlib import import_module
 
 # Modules that contribute subcommands, in the order `--help` lists them.
 SUBCOMMAND_MODULES = (
-    "inference.transcribe",
+    "cli.transcribe",
     "cli.simulate",
     "cli.corpus",
-    "data.loading",
+    "cli.data",
     "cli.mini_base",
-    "evaluation.evaluate",
+    "cli.evaluate",
     "cli.hub",
-    "evaluation.explain",
-    "evaluation.diagnose",
+    "cli.explain",
+    "cli.diagnose",
 )
 
 

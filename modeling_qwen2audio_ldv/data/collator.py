@@ -37,9 +37,11 @@ import numpy as np
 import torch
 from transformers import BatchFeature
 
+from ..audio import SAMPLING_RATE, audio_to_array
+
 logger = logging.getLogger(__name__)
 
-#: The default instruction (English). The usage guide's Chinese prompts work as well:
+#: The default instruction (English). Chinese prompts work as well, e.g. the original guide's (see README):
 #: :data:`INSTRUCTION_ANALYZE_ZH` ("analyse this audio") and :data:`INSTRUCTION_TRANSCRIBE_ZH`.
 DEFAULT_INSTRUCTION = "Transcribe the audio."
 INSTRUCTION_ANALYZE_ZH = "請分析這段音頻"
@@ -82,53 +84,6 @@ def _describe(example: Any, key: str, index: int) -> str:
     return f"example {index}" + (f" ({path})" if path else "")
 
 
-def audio_to_array(audio: Any, sampling_rate: int = 16_000, where: str = "audio") -> np.ndarray:
-    """Return the samples of one clip as mono ``float32`` of shape ``(samples,)``, checking its rate.
-
-    Args:
-        audio: a datasets audio value (the decoder a decoded ``Audio`` column yields, or a dict with
-            ``array`` and ``sampling_rate``), or a 1-D numpy array / torch tensor already at
-            ``sampling_rate``.
-        sampling_rate: the required rate (Hz).
-        where: a description of the clip for error messages.
-
-    Raises:
-        ValueError: wrong sampling rate, not 1-D (multi-channel), integer samples, empty, or NaN/Inf samples.
-    """
-    rate = None
-    if isinstance(audio, (np.ndarray, torch.Tensor)):
-        array = audio
-    elif isinstance(audio, Mapping) or hasattr(audio, "get_all_samples"):
-        try:
-            array, rate = audio["array"], audio["sampling_rate"]
-        except KeyError as error:
-            raise ValueError(f"{where}: an audio dict needs 'array' and 'sampling_rate', got keys "
-                             f"{list(audio)}") from error
-        except RuntimeError as error:  # torchcodec/ffmpeg cannot decode the file
-            raise ValueError(f"{where}: cannot decode the audio ({error}); run validate_dataset / "
-                             f"filter_bad_examples first") from error
-    else:
-        raise ValueError(f"{where}: expected decoded audio (dict with 'array' and 'sampling_rate', or a 1-D "
-                         f"array), got {type(audio).__name__}")
-    if rate is not None and int(rate) != sampling_rate:
-        raise ValueError(f"{where}: audio is at {rate} Hz but Qwen2-Audio needs {sampling_rate} Hz; cast the "
-                         f"column with dataset.cast_column('audio', datasets.Audio(sampling_rate={sampling_rate}))")
-    if isinstance(array, torch.Tensor):
-        array = array.detach().cpu().numpy()
-    array = np.asarray(array)
-    if array.ndim != 1:
-        raise ValueError(f"{where}: audio must be mono with shape (samples,), got shape {array.shape}; average "
-                         f"the channels first (datasets' audio['array'] is already mono)")
-    if not np.issubdtype(array.dtype, np.floating):
-        raise ValueError(f"{where}: audio samples must be floating point in [-1, 1], got {array.dtype}")
-    if array.size == 0:
-        raise ValueError(f"{where}: audio is empty")
-    array = array.astype(np.float32, copy=False)
-    if not np.isfinite(array).all():
-        raise ValueError(f"{where}: audio contains NaN or Inf samples")
-    return array
-
-
 @dataclasses.dataclass
 class DataCollatorForQwen2AudioLDV:
     """Collate ``{"audio": ..., "text": ...}`` rows into Qwen2-Audio inputs (usable as Trainer's ``data_collator``).
@@ -167,7 +122,7 @@ class DataCollatorForQwen2AudioLDV:
     audio_key: str = "audio"
     text_key: str = "text"
     mic_audio_key: str | None = None
-    sampling_rate: int = 16_000
+    sampling_rate: int = SAMPLING_RATE
     max_audio_seconds: float = 30.0
     audio_domain_key: str | None = None
 

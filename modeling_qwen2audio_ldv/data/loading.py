@@ -34,36 +34,28 @@ Command line: ``ldv-qwen2audio validate-data my_ldv_clips/ --text-column transcr
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
-import io
 import json
 import logging
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import soundfile as sf
 from datasets import Audio, Dataset, DatasetDict, Features, Value, load_dataset, load_from_disk
+
+from ..audio import DECODE_ERRORS, SAMPLING_RATE, SILENCE_PEAK_THRESHOLD, decode_audio_file, error_line
 
 logger = logging.getLogger(__name__)
 
 #: Canonical column names of every dataset this module returns.
 AUDIO_COLUMN, TEXT_COLUMN, MIC_AUDIO_COLUMN = "audio", "text", "mic_audio"
-#: Sample rate (Hz) that Qwen2-Audio's feature extractor expects.
-TARGET_SAMPLING_RATE = 16_000
 #: Longest clip (s) accepted by default: Qwen2-Audio's encoder window (3000 mel frames of 10 ms).
 DEFAULT_MAX_SECONDS = 30.0
-#: A clip whose peak absolute sample (float scale, full scale = 1.0) is below this is digital silence.
-#: 1e-6 is about -120 dBFS: below one LSB of 16-bit PCM (3.1e-5), so any 16-bit file with a single
-#: non-zero sample passes, and float files of exact or near-exact zeros fail.
-SILENCE_PEAK_THRESHOLD = 1e-6
 
 #: Reason codes of a bad row, with their meaning (the JSON report and the summary use these codes).
 BAD_REASONS: dict[str, str] = {
@@ -80,9 +72,6 @@ BAD_REASONS: dict[str, str] = {
 _MANIFEST_FORMATS = {".jsonl": ("json", {}), ".json": ("json", {}), ".csv": ("csv", {}),
                      ".tsv": ("csv", {"delimiter": "\t"})}
 _METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.parquet")
-# Errors a decoder raises for a file it cannot read. soundfile raises LibsndfileError (a RuntimeError);
-# torchcodec/ffmpeg raise RuntimeError or ValueError; a vanished file raises OSError.
-_DECODE_ERRORS = (sf.SoundFileError, RuntimeError, ValueError, OSError, EOFError)
 
 
 # ---------------------------------------------------------------------------------------------------- loading
@@ -92,7 +81,7 @@ def load_audio_dataset(
     audio_column: str = AUDIO_COLUMN,
     text_column: str | None = TEXT_COLUMN,
     mic_audio_column: str | None = None,
-    sampling_rate: int = TARGET_SAMPLING_RATE,
+    sampling_rate: int = SAMPLING_RATE,
     **load_kwargs: Any,
 ) -> Dataset | DatasetDict:
     """Load speech data and give it the canonical columns ``audio``, ``text`` (and ``mic_audio``).
@@ -107,7 +96,8 @@ def load_audio_dataset(
             ``audiofolder`` builds from them (``audio`` and ``<name>``).
         text_column: the user's transcript column, renamed to ``text``; ``None`` for unlabelled audio.
         mic_audio_column: for paired data, the microphone audio column, renamed to ``mic_audio``.
-        sampling_rate: decoding rate (Hz) of every audio column; 16 kHz for Qwen2-Audio.
+        sampling_rate: decoding rate (Hz) of every audio column; :data:`~modeling_qwen2audio_ldv.audio.SAMPLING_RATE`
+            for Qwen2-Audio.
         **load_kwargs: passed to ``datasets.load_dataset`` (``cache_dir``, ``revision``, ``num_proc``, ...),
             or to ``datasets.load_from_disk`` (``keep_in_memory``) for a saved dataset.
 
@@ -330,44 +320,6 @@ class ValidationReport:
         return "\n".join(lines)
 
 
-def decode_audio_file(value: str | Mapping[str, Any]) -> tuple[np.ndarray, int]:
-    """Decode one audio file with soundfile, falling back to torchcodec (ffmpeg) for other formats.
-
-    Args:
-        value: a path, or a datasets ``Audio(decode=False)`` value ``{"path": str | None, "bytes": bytes | None}``.
-
-    Returns:
-        ``(samples, sampling_rate)``: ``float32`` of shape ``(frames, channels)`` at the file's own rate (Hz).
-
-    Raises:
-        FileNotFoundError: the path does not exist (and there are no bytes).
-        RuntimeError: neither decoder can read it; the message holds both decoders' errors.
-    """
-    path, data = (value, None) if isinstance(value, str) else (value.get("path"), value.get("bytes"))
-    if data is None and path is not None and not os.path.isfile(path):
-        raise FileNotFoundError(f"file not found: {path}")
-    try:
-        samples, rate = sf.read(io.BytesIO(data) if data is not None else path, dtype="float32", always_2d=True)
-        return samples, int(rate)
-    except sf.SoundFileError as sf_error:
-        first_error = sf_error
-    try:
-        from torchcodec.decoders import AudioDecoder
-
-        decoded = AudioDecoder(data if data is not None else path).get_all_samples()
-    except ImportError:
-        raise RuntimeError(f"soundfile: {first_error}") from first_error
-    except (RuntimeError, ValueError) as tc_error:
-        raise RuntimeError(f"soundfile: {first_error}; torchcodec: {_first_line(tc_error)}") from tc_error
-    return decoded.data.numpy().T.astype(np.float32, copy=False), int(decoded.sample_rate)
-
-
-def _first_line(error: BaseException) -> str:
-    """The last line of an error message, without torchcodec's ``Function, /path/file.cpp:52,`` prefix."""
-    text = str(error).strip().splitlines()
-    return re.sub(r"^\w+, \S+\.cpp:\d+, ", "", text[-1]) if text else type(error).__name__
-
-
 def _check_audio(value: Any, column: str, index: int, max_seconds: float, silence_threshold: float
                  ) -> tuple[list[BadExample], float | None]:
     """Problems of one audio value, and its duration (s) when it decodes."""
@@ -376,8 +328,8 @@ def _check_audio(value: Any, column: str, index: int, max_seconds: float, silenc
     path = value if isinstance(value, str) else value.get("path")
     try:
         samples, rate = decode_audio_file(value)
-    except _DECODE_ERRORS as error:
-        return [BadExample(index, "decode_error", column, path, f"{type(error).__name__}: {_first_line(error)}")], None
+    except DECODE_ERRORS as error:
+        return [BadExample(index, "decode_error", column, path, f"{type(error).__name__}: {error_line(error)}")], None
     problems = []
     frames = samples.shape[0]
     seconds = frames / rate if rate > 0 else 0.0
@@ -443,9 +395,9 @@ def validate_dataset(
     """Check EVERY row of ``dataset`` and report each problem with its row, file and reason.
 
     The audio columns are read with decoding disabled and each file is decoded here
-    (:func:`decode_audio_file`), so an unreadable file becomes a ``decode_error`` entry and the scan goes
-    on. Checks per audio column: missing, unreadable, empty, NaN/Inf samples, digital silence (peak
-    ``< silence_threshold``), longer than ``max_seconds``; and for ``text_column``: missing or empty.
+    (:func:`~modeling_qwen2audio_ldv.audio.decode_audio_file`), so an unreadable file becomes a ``decode_error``
+    entry and the scan goes on. Checks per audio column: missing, unreadable, empty, NaN/Inf samples, digital
+    silence (peak ``< silence_threshold``), longer than ``max_seconds``; and for ``text_column``: missing or empty.
 
     Args:
         dataset: a ``Dataset`` whose audio columns are ``Audio`` features or file paths.
@@ -552,65 +504,3 @@ def filter_bad_examples(
                    ", ".join(f"{reason}: {count}" for reason, count in report.counts.items()),
                    report.num_rows - report.num_bad)
     return dataset.select(report.good_indices), report
-
-
-# ------------------------------------------------------------------------------------------------------- CLI
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register the ``validate-data`` subcommand."""
-    parser = subparsers.add_parser(
-        "validate-data",
-        help="check every clip and transcript of a dataset before training",
-        description=(
-            "Decode every audio file of a dataset (audiofolder directory, JSONL/CSV manifest, save_to_disk "
-            "directory or Hub id) and report unreadable, empty, NaN/Inf, silent and over-long clips and "
-            "missing or empty transcripts. Exit code 1 when any row is bad."
-        ),
-    )
-    parser.add_argument("source", help="audiofolder dir, .jsonl/.csv manifest, save_to_disk dir or Hub id")
-    parser.add_argument("--audio-column", default=AUDIO_COLUMN, help="audio column (default audio)")
-    parser.add_argument("--text-column", default=TEXT_COLUMN, help="transcript column (default text)")
-    parser.add_argument("--mic-audio-column", default=None, help="microphone audio column of paired data")
-    parser.add_argument("--split", default=None, help="split to check (default: every split)")
-    parser.add_argument("--max-seconds", type=float, default=DEFAULT_MAX_SECONDS,
-                        help="longest accepted clip in seconds (default 30, Qwen2-Audio's window)")
-    parser.add_argument("--silence-threshold", type=float, default=SILENCE_PEAK_THRESHOLD,
-                        help="peak |sample| (full scale 1.0) below which a clip is digital silence "
-                        f"(default {SILENCE_PEAK_THRESHOLD:g})")
-    parser.add_argument("--num-proc", type=int, default=None, help="decoding processes (default 1)")
-    parser.add_argument("--report", type=Path, default=None, help="write the JSON report here")
-    parser.set_defaults(func=_validate_data_command)
-
-
-def _validate_data_command(args: argparse.Namespace) -> int:
-    try:
-        dataset = load_audio_dataset(args.source, split=args.split, audio_column=args.audio_column,
-                                     text_column=args.text_column, mic_audio_column=args.mic_audio_column)
-    except (FileNotFoundError, ValueError) as error:
-        logger.error("%s", error)
-        return 2
-    if isinstance(dataset, DatasetDict):
-        splits = dict(dataset)
-    else:
-        splits = {args.split or str(dataset.split or "dataset"): dataset}
-    reports = {
-        name: validate_dataset(
-            part, max_seconds=args.max_seconds,
-            mic_audio_column=MIC_AUDIO_COLUMN if args.mic_audio_column else None,
-            silence_threshold=args.silence_threshold, num_proc=args.num_proc, source=args.source,
-        )
-        for name, part in splits.items()
-    }
-    for name, report in reports.items():
-        report.split = name
-        print(report.summary())
-    if args.report is not None:
-        payload = {
-            "source": args.source,
-            "num_rows": sum(report.num_rows for report in reports.values()),
-            "num_bad": sum(report.num_bad for report in reports.values()),
-            "splits": {name: report.to_dict() for name, report in reports.items()},
-        }
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        print(f"report written to {args.report}")
-    return 1 if any(not report.ok for report in reports.values()) else 0

@@ -1,5 +1,5 @@
 # Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
-"""Is the adapter set up to learn? The usage guide's checks ("調試和優化"), run in one go.
+"""Is the adapter set up to learn? The original guide's checks ("調試和優化"; see README), run in one go.
 
 :func:`diagnose` checks, in order:
 
@@ -23,9 +23,7 @@ Command line: ``ldv-qwen2audio diagnose --model outputs/run/adapter --data my_cl
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -34,8 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .explain import HEALTHY_GATE_RANGE, SAMPLING_RATE, gate_verdict
+from ..audio import SAMPLING_RATE, audio_to_array
 from ..audio_tower_qwen2audio_ldv import encode_audio
+from .explain import HEALTHY_GATE_RANGE, gate_verdict
 
 logger = logging.getLogger(__name__)
 
@@ -136,12 +135,6 @@ def synthetic_example(processor: Any, seconds: float = 1.0, seed: int = 0) -> di
     envelope = 0.5 * (1 - np.cos(2 * np.pi * 4.0 * t))
     audio = 0.2 * envelope * voiced / 3.0 + 0.005 * rng.standard_normal(samples)
     return {"audio": audio.astype(np.float32), "text": SYNTHETIC_TEXT}
-
-
-def _audio(value: Any, where: str) -> np.ndarray:
-    from ..data.collator import audio_to_array
-
-    return audio_to_array(value, SAMPLING_RATE, where)
 
 
 def _tower(model: Any, processor: Any, clips: Sequence[np.ndarray], adapter_input: bool = False
@@ -281,7 +274,8 @@ def feature_distance(model: Any, processor: Any, pairs: Sequence[tuple[np.ndarra
     Args:
         model: the adapted model (its active adapter is applied to the LDV features).
         processor: its processor.
-        pairs: ``(mic, ldv)`` clips of the same utterance, mono ``float32`` at 16 kHz.
+        pairs: ``(mic, ldv)`` clips of the same utterance, mono ``float32`` at
+            :data:`~modeling_qwen2audio_ldv.audio.SAMPLING_RATE`.
 
     Returns:
         ``before``, ``after`` (mean over the frames both clips have and over channels), ``relative_change``
@@ -327,11 +321,12 @@ def diagnose(
     Args:
         model: a ``Qwen2AudioLDVForConditionalGeneration``.
         processor: its ``Qwen2AudioProcessor``.
-        examples: rows with ``audio`` (decoded datasets audio or a 1-D float array at 16 kHz), ``text`` and
+        examples: rows with ``audio`` (decoded datasets audio or a 1-D float array at the model's rate), ``text`` and
             optionally ``mic_audio`` (paired microphone clip). The first row that fits the encoder window is the
             LM example; rows with ``mic_audio`` (up to ``max_pairs``) give the feature distance. ``None`` or no
             usable row: a synthetic clip (:func:`synthetic_example`).
-        instruction: the prompt's instruction (default: ``preprocessing.DEFAULT_INSTRUCTION``).
+        instruction: the prompt's instruction (default:
+            :data:`~modeling_qwen2audio_ldv.data.collator.DEFAULT_INSTRUCTION`).
         max_pairs: most mic/LDV pairs for the feature distance.
 
     Returns:
@@ -351,12 +346,13 @@ def diagnose(
     example, pairs = None, []
     for index, row in enumerate(examples or []):
         where = f"example {index}"
-        ldv = _audio(row["audio"], f"audio of {where}")
+        ldv = audio_to_array(row["audio"], SAMPLING_RATE, f"audio of {where}")
         if example is None and ldv.shape[0] <= window and isinstance(row.get("text"), str) and row["text"].strip():
             example = {"audio": ldv, "text": row["text"]}
             report.example = f"{where} of the data"
         if row.get("mic_audio") is not None and len(pairs) < max_pairs:
-            pairs.append((_audio(row["mic_audio"], f"mic_audio of {where}")[:window], ldv[:window]))
+            pairs.append((audio_to_array(row["mic_audio"], SAMPLING_RATE, f"mic_audio of {where}")[:window],
+                          ldv[:window]))
     if example is None:
         if examples:
             report.notes.append("no row of the data fits the encoder window with a transcript: using a synthetic clip")
@@ -387,65 +383,6 @@ def diagnose(
     for problem in report.problems:
         logger.error("%s", problem)
     return report
-
-
-# ------------------------------------------------------------------------------------------------------- CLI
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register the ``diagnose`` subcommand."""
-    from ..cli.common import add_model_arguments
-
-    parser = subparsers.add_parser(
-        "diagnose",
-        help="check that an adapter can learn: trainable parameters, shapes, gradients, scale, gate",
-        description=(
-            "Load an adapter, freeze the base as train_hf.py does, and run the usage guide's checks: trainable "
-            "parameters, input == output shape through the adapter, one LM backward pass with per-parameter "
-            "gradient norms, scale and gate statistics, and (with paired data) the mic-vs-LDV feature distance "
-            "before and after the adapter. Exit code 1 when a check fails."
-        ),
-    )
-    add_model_arguments(parser)
-    parser.add_argument("--data", default=None, help="audiofolder dir, .jsonl/.csv manifest, save_to_disk dir or Hub "
-                        "id (default: a synthetic clip)")
-    parser.add_argument("--split", default=None, help="split of --data (default: train, or the first split)")
-    parser.add_argument("--audio-column", default="audio", help="(LDV) audio column (default audio)")
-    parser.add_argument("--text-column", default="text", help="transcript column (default text)")
-    parser.add_argument("--mic-audio-column", default=None, help="paired microphone audio column")
-    parser.add_argument("--num-examples", type=int, default=8, help="rows of --data to use (default 8)")
-    parser.add_argument("--instruction", default=None, help="prompt instruction (default: transcribe)")
-    parser.add_argument("--report", default=None, help="write the report as JSON here")
-    parser.set_defaults(func=_diagnose_command)
-
-
-def _load_rows(args: argparse.Namespace) -> list[dict[str, Any]] | None:
-    if args.data is None:
-        return None
-    from ..data.loading import load_audio_dataset
-
-    dataset = load_audio_dataset(args.data, split=args.split, audio_column=args.audio_column,
-                                 text_column=args.text_column, mic_audio_column=args.mic_audio_column)
-    if hasattr(dataset, "keys"):
-        dataset = dataset["train"] if "train" in dataset else dataset[next(iter(dataset.keys()))]
-    return [dataset[index] for index in range(min(len(dataset), args.num_examples))]
-
-
-def _diagnose_command(args: argparse.Namespace) -> int:
-    from ..tools.hub import load_adapter_model
-
-    try:
-        model, processor = load_adapter_model(args.model, args.processor, args.revision, args.dtype, args.device)
-        model.freeze_base_model()
-        report = diagnose(model, processor, _load_rows(args), instruction=args.instruction,
-                          max_pairs=args.num_examples)
-    except (OSError, RuntimeError, ValueError) as error:  # missing files, unreadable audio, bad input
-        logger.error("%s", error)
-        return 2
-    print(report.summary())
-    if args.report:
-        with open(args.report, "w", encoding="utf-8") as handle:
-            json.dump(report.to_dict(), handle, indent=2)
-        print(f"report written to {args.report}")
-    return 0 if report.ok else 1
 
 
 __all__ = ["DiagnosisReport", "ParameterInfo", "diagnose", "feature_distance", "synthetic_example"]

@@ -1,10 +1,10 @@
 # Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
 """What a trained domain adapter does to one clip: attention maps, gate over time, and a short verdict.
 
-The usage guide ("調試和優化", FAQ Q2) reads the gate's mean as a health check: about 0.3-0.7 means the adapter
-corrects some frames and channels and leaves others alone; near 0 it barely acts, near 1 it corrects everything
-(microphone accuracy may drop). :func:`explain` runs the clip through the frozen audio tower and the active
-adapter and writes:
+The original guide's checks ("調試和優化", FAQ Q2; see README, "Diagnose and explain an adapter") read the gate's
+mean as a health check: about 0.3-0.7 means the adapter corrects some frames and channels and leaves others alone;
+near 0 it barely acts, near 1 it corrects everything (microphone accuracy may drop). :func:`explain` runs the clip
+through the frozen audio tower and the active adapter and writes:
 
 - ``attention_layer{N}.png`` (transformer adapters): one map per head plus the mean over heads, query frame
   against key frame, over the clip's valid encoder frames (40 ms each);
@@ -18,7 +18,6 @@ Command line: ``ldv-qwen2audio explain clip.wav --model user/qwen2-audio-ldv-win
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -29,15 +28,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from .plots import plot_gate_over_time
+from ..audio import SAMPLING_RATE, load_audio
+from .plots import ENCODER_FRAME_SECONDS, new_figure, plot_gate_over_time
 
 logger = logging.getLogger(__name__)
 
-#: The gate-mean range the usage guide calls healthy (FAQ Q2: "應該在 0.3-0.7 之間").
+#: The gate-mean range the original guide calls healthy (its FAQ Q2: "應該在 0.3-0.7 之間"; see README).
 HEALTHY_GATE_RANGE: tuple[float, float] = (0.3, 0.7)
-#: Seconds per Qwen2-Audio encoder frame (4 mel frames of 10 ms).
-ENCODER_FRAME_SECONDS = 0.04
-SAMPLING_RATE = 16_000
 
 
 def gate_verdict(gate_mean: float | None) -> str:
@@ -54,25 +51,6 @@ def gate_verdict(gate_mean: float | None) -> str:
         return (f"high: above {high}, the gate is open almost everywhere and nearly every frame is corrected; if "
                 "microphone accuracy drops, see FAQ Q2 (lower --scale_init, --objective lm+distill, mic rows)")
     return f"healthy: within the guide's {low}-{high}"
-
-
-def load_audio(path: str | os.PathLike, sampling_rate: int = SAMPLING_RATE) -> np.ndarray:
-    """Decode an audio file to mono ``float32`` ``(samples,)`` at ``sampling_rate`` Hz (channels averaged)."""
-    from scipy.signal import resample_poly
-
-    from ..data.loading import decode_audio_file
-
-    samples, rate = decode_audio_file(os.fspath(path))
-    audio = samples.mean(axis=1) if samples.ndim == 2 else samples
-    if rate != sampling_rate:
-        divisor = math.gcd(int(rate), int(sampling_rate))
-        audio = resample_poly(audio, sampling_rate // divisor, int(rate) // divisor)
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.size == 0:
-        raise ValueError(f"{path}: the audio is empty")
-    if not np.isfinite(audio).all():
-        raise ValueError(f"{path}: the audio contains NaN or Inf samples")
-    return audio
 
 
 def _fit_window(audio: np.ndarray, processor: Any) -> np.ndarray:
@@ -114,9 +92,6 @@ def plot_attention_maps(attention: np.ndarray, path: str | os.PathLike, layer: i
         layer: the layer's index, for the titles.
         title: figure title.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     attention = np.asarray(attention, dtype=np.float64)
     if attention.ndim != 3 or attention.shape[1] != attention.shape[2] or attention.shape[1] == 0:
         raise ValueError(f"`attention` must be (heads, frames, frames), got shape {attention.shape}")
@@ -124,8 +99,7 @@ def plot_attention_maps(attention: np.ndarray, path: str | os.PathLike, layer: i
     panels += [(f"head {head}", attention[head]) for head in range(attention.shape[0])]
     ncols = min(4, len(panels))
     nrows = math.ceil(len(panels) / ncols)
-    fig = Figure(figsize=(3.4 * ncols, 3.2 * nrows), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((3.4 * ncols, 3.2 * nrows))
     axes = fig.subplots(nrows, ncols, squeeze=False)
     seconds = attention.shape[1] * ENCODER_FRAME_SECONDS
     vmax = max(float(attention.max()), 1e-12)  # one colour scale for every panel
@@ -168,6 +142,26 @@ def _summary_text(info: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _write_attention_maps(details: Any, frames: int, output_dir: Path, title: str) -> list[str]:
+    """``attention_layer{N}.png`` for each layer that returned attention weights, over the ``frames`` valid frames."""
+    files = []
+    for layer, weights in enumerate(details.attentions or ()):
+        if weights is None:
+            continue
+        path = plot_attention_maps(weights[0, :, :frames, :frames].float().cpu().numpy(),
+                                   output_dir / f"attention_layer{layer}.png", layer, title)
+        files.append(str(path))
+    return files
+
+
+def _describe_adapter(config: Any) -> str:
+    """``"transformer, 2 layer(s) x 4 heads, ff 32"`` (or the type alone for other adapters)."""
+    description = config.adapter_type
+    if config.adapter_type == "transformer":
+        description += f", {config.num_layers} layer(s) x {config.num_heads} heads, ff {config.ff_dim}"
+    return description
+
+
 def explain(
     model: Any,
     processor: Any,
@@ -180,8 +174,9 @@ def explain(
     Args:
         model: a ``Qwen2AudioLDVForConditionalGeneration`` with an adapter.
         processor: its ``Qwen2AudioProcessor`` (only the feature extractor is used).
-        audio: mono ``float32`` ``(samples,)`` at 16 kHz, or an audio file (decoded, averaged to mono,
-            resampled). Clips longer than the encoder window are cut to it.
+        audio: mono ``float32`` ``(samples,)`` at :data:`~modeling_qwen2audio_ldv.audio.SAMPLING_RATE`, or an
+            audio file (decoded, averaged to mono, resampled: :func:`~modeling_qwen2audio_ldv.audio.load_audio`).
+            Clips longer than the encoder window are cut to it.
         output_dir: folder for the PNGs and ``summary.txt`` (created).
         title: figure title (default: the file name, if any).
 
@@ -212,13 +207,7 @@ def explain(
     y = details.hidden_states[0, :frames].float()
     correction_ratio = float((y - x).pow(2).mean().sqrt() / x.pow(2).mean().sqrt().clamp_min(1e-12))
 
-    attention_files = []
-    for layer, weights in enumerate(details.attentions or ()):
-        if weights is None:
-            continue
-        path = plot_attention_maps(weights[0, :, :frames, :frames].float().cpu().numpy(),
-                                   output_dir / f"attention_layer{layer}.png", layer, title)
-        attention_files.append(str(path))
+    attention_files = _write_attention_maps(details, frames, output_dir, title)
     gate_mean = gate_std = None
     gate_file = None
     if details.gate is not None:
@@ -226,13 +215,9 @@ def explain(
         gate_mean, gate_std = float(gate.mean()), float(gate.std(unbiased=False))
         gate_file = str(plot_gate_over_time(audio, SAMPLING_RATE, gate.cpu().numpy(),
                                             output_dir / "gate_over_time.png", title=title))
-    config = adapter.config
-    description = config.adapter_type
-    if config.adapter_type == "transformer":
-        description += f", {config.num_layers} layer(s) x {config.num_heads} heads, ff {config.ff_dim}"
     low, high = HEALTHY_GATE_RANGE
     info: dict[str, Any] = {
-        "adapter": description,
+        "adapter": _describe_adapter(adapter.config),
         "num_parameters": sum(p.numel() for p in adapter.parameters()),
         "scale": float(adapter.scale.detach().float().reshape(-1)[0]),
         "gate_mean": gate_mean,
@@ -256,40 +241,4 @@ def explain(
     return info
 
 
-# ------------------------------------------------------------------------------------------------------- CLI
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    """Register the ``explain`` subcommand."""
-    from ..cli.common import add_model_arguments
-
-    parser = subparsers.add_parser(
-        "explain",
-        help="attention maps, gate over time and a gate-health verdict for one clip",
-        description=(
-            "Run one clip through the frozen audio tower and the adapter; write per-layer/per-head attention maps, "
-            "the gate over time aligned with the spectrogram, and summary.txt (scale, gate mean/std against the "
-            "guide's healthy 0.3-0.7, verdict)."
-        ),
-    )
-    parser.add_argument("audio", help="audio file (any rate or channel count; resampled to 16 kHz mono)")
-    add_model_arguments(parser)
-    parser.add_argument("--output", default=None, help="output folder (default: explain_<audio name>)")
-    parser.set_defaults(func=_explain_command)
-
-
-def _explain_command(args: argparse.Namespace) -> int:
-    from ..tools.hub import load_adapter_model
-
-    output = args.output or f"explain_{Path(args.audio).stem}"
-    try:
-        audio = load_audio(args.audio)
-        model, processor = load_adapter_model(args.model, args.processor, args.revision, args.dtype, args.device)
-        info = explain(model, processor, audio, output, title=Path(args.audio).name)
-    except (OSError, RuntimeError, ValueError) as error:  # missing files, unreadable audio, bad input
-        logger.error("%s", error)
-        return 2
-    print(info["summary"])
-    print(f"written to {Path(output).resolve()}")
-    return 0
-
-
-__all__ = ["HEALTHY_GATE_RANGE", "adapter_details", "explain", "gate_verdict", "load_audio", "plot_attention_maps"]
+__all__ = ["HEALTHY_GATE_RANGE", "adapter_details", "explain", "gate_verdict", "plot_attention_maps"]

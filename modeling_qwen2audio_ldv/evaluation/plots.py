@@ -8,6 +8,19 @@ from pathlib import Path
 
 import numpy as np
 
+#: Seconds per Qwen2-Audio encoder frame (4 mel frames of 10 ms).
+ENCODER_FRAME_SECONDS = 0.04
+
+
+def new_figure(figsize: tuple[float, float]):
+    """A constrained-layout ``Figure`` on an Agg canvas (no pyplot state, no display), ready for ``savefig``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
 
 def _spectrogram_db(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Power spectrogram in dB relative to its own maximum: (frequencies Hz, times s, dB (freqs, frames))."""
@@ -50,9 +63,6 @@ def plot_mic_vs_ldv(
     Returns:
         The path of the PNG.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     mic = np.asarray(mic, dtype=np.float64)
     ldv = np.asarray(ldv, dtype=np.float64)
     for name, audio in (("mic", mic), ("ldv", ldv)):
@@ -61,8 +71,7 @@ def plot_mic_vs_ldv(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
-    fig = Figure(figsize=(15, 4.5), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((15, 4.5))
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 0.8]})
     image = None
     for ax, audio, label in ((axes[0], mic, "microphone"), (axes[1], ldv, "LDV")):
@@ -87,9 +96,6 @@ def plot_mic_vs_ldv(
     return path
 
 
-ENCODER_FRAME_SECONDS = 0.04  # one Qwen2-Audio encoder frame = 4 mel frames of 10 ms
-
-
 def plot_gate_over_time(
     audio: np.ndarray, sample_rate: int, gate: np.ndarray, path: str | os.PathLike, title: str = ""
 ) -> Path:
@@ -103,19 +109,16 @@ def plot_gate_over_time(
         title: figure title.
 
     The top panel is the spectrogram, the middle one the gate per channel (channels on the y axis), the bottom
-    one the gate's mean over channels per frame: the guide expects it between about 0.3 and 0.7 when healthy.
+    one the gate's mean over channels per frame: the original guide expects it between about 0.3 and 0.7 when
+    healthy (``explain.HEALTHY_GATE_RANGE``).
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     audio = np.asarray(audio, dtype=np.float64)
     gate = np.asarray(gate, dtype=np.float64)
     if gate.ndim != 2 or gate.shape[0] == 0:
         raise ValueError(f"`gate` must be (frames, d_model) with at least one frame, got shape {gate.shape}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(11, 7), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = new_figure((11, 7))
     axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1, 0.6]})
     freqs, times, power_db = _spectrogram_db(audio, sample_rate)
     axes[0].pcolormesh(times, freqs / 1000.0, power_db, vmin=-80.0, vmax=0.0, cmap="magma", shading="auto")

@@ -23,6 +23,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .plots import new_figure
+
 #: Metric keys shown in the Markdown table and the bar chart, in this order.
 ERROR_RATE_KEYS: tuple[str, ...] = ("cer", "wer")
 
@@ -181,16 +183,6 @@ def write_results(results: dict, output_dir: str | os.PathLike) -> tuple[Path, P
     return json_path, md_path
 
 
-def _new_figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, **subplot_kwargs: Any):
-    """A ``Figure`` attached to an Agg canvas (no pyplot, no display) and its axes."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig, fig.subplots(nrows, ncols, squeeze=False, **subplot_kwargs)
-
-
 def plot_error_rates(results: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Grouped bar chart of CER and WER (percent): one panel per metric, one group per set, one bar per model.
 
@@ -215,7 +207,8 @@ def plot_error_rates(results: Mapping[str, Any], path: str | os.PathLike) -> Pat
     models = list(dict.fromkeys(model_name for _, model_name, _ in rows))
     table = {(set_name, model_name): scores for set_name, model_name, scores in rows}
 
-    fig, axes = _new_figure((max(6.0, 2.2 * len(sets) * len(ERROR_RATE_KEYS)), 4.0), 1, len(ERROR_RATE_KEYS))
+    fig = new_figure((max(6.0, 2.2 * len(sets) * len(ERROR_RATE_KEYS)), 4.0))
+    axes = fig.subplots(1, len(ERROR_RATE_KEYS), squeeze=False)
     positions = np.arange(len(sets), dtype=np.float64)
     width = 0.8 / len(models)
     for ax, key in zip(axes[0], ERROR_RATE_KEYS):
@@ -286,7 +279,8 @@ def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> Pa
         )
 
     nrows = int(has_loss) + int(bool(learning_rate[0]))
-    fig, axes = _new_figure((7.0, 3.0 * nrows + 0.5), nrows, 1, sharex=True)
+    fig = new_figure((7.0, 3.0 * nrows + 0.5))
+    axes = fig.subplots(nrows, 1, squeeze=False, sharex=True)
     row = 0
     if has_loss:
         ax = axes[row][0]

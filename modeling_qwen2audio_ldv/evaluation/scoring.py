@@ -53,6 +53,8 @@ import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from ..text import CJK_RANGES
+
 if TYPE_CHECKING:
     import evaluate
 
@@ -62,20 +64,10 @@ ERROR_RATE_METRIC_PATH: str = str(Path(__file__).resolve().parent.parent / "metr
 #: Accepted values of ``language`` (``"cmn"`` is an alias of ``"zh"``).
 LANGUAGES: tuple[str, ...] = ("auto", "en", "zh", "cmn")
 
-# CJK ideographs (unified, extension A, compatibility, extensions B and later) and Japanese kana: scripts
-# written without spaces between words. Hangul is excluded: Korean separates words with spaces.
-_CJK_RANGES = (
-    "\u3040-\u30ff"  # Hiragana, Katakana
-    "\u3400-\u4dbf"  # CJK Unified Ideographs Extension A
-    "\u4e00-\u9fff"  # CJK Unified Ideographs
-    "\uf900-\ufaff"  # CJK Compatibility Ideographs
-    "\U00020000-\U0003134f"  # CJK Unified Ideographs Extensions B-G
-)
-_CJK_CHAR = re.compile(f"[{_CJK_RANGES}]")
 # A space with a CJK character on at least one side.
-_SPACE_NEXT_TO_CJK = re.compile(f"(?<=[{_CJK_RANGES}]) | (?=[{_CJK_RANGES}])")
+_SPACE_NEXT_TO_CJK = re.compile(f"(?<=[{CJK_RANGES}]) | (?=[{CJK_RANGES}])")
 # One CJK character, or a run of anything that is neither space nor CJK.
-_CJK_AWARE_WORD = re.compile(f"[{_CJK_RANGES}]|[^\\s{_CJK_RANGES}]+")
+_CJK_AWARE_WORD = re.compile(f"[{CJK_RANGES}]|[^\\s{CJK_RANGES}]+")
 
 _APOSTROPHES = frozenset("'\u2019\u02bc")  # ' ’ ʼ (NFKC leaves the curly forms alone)
 _ASCII_PUNCTUATION = frozenset(string.punctuation)

@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from ..audio import SAMPLING_RATE
-from ..data.collator import DEFAULT_INSTRUCTION, audio_to_array, build_prompt
+from ..audio import SAMPLING_RATE, audio_to_array
+from ..data.collator import DEFAULT_INSTRUCTION, build_prompt
 
 
 @torch.no_grad()
@@ -23,7 +23,8 @@ def generate_transcripts(
     progress: bool = True,
     desc: str = "transcribing",
 ) -> list[str]:
-    """Greedy transcripts of ``audios`` (1-D float arrays at 16 kHz, or datasets audio dicts).
+    """Greedy transcripts of ``audios`` (1-D float arrays at :data:`~modeling_qwen2audio_ldv.audio.SAMPLING_RATE`,
+    or datasets audio dicts at that rate).
 
     The prompt is the chat template with one audio and ``instruction``; batches are left-padded prompts only.
     ``audio_domain``: ``None``/"ldv" (the active adapter), "mic" (no adapter) or an adapter name.
