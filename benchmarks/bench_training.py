@@ -26,8 +26,9 @@ from _timing import median_seconds  # noqa: E402
 
 from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration  # noqa: E402
 from modeling_qwen2audio_ldv.adapters_qwen2audio_ldv import TransformerDomainAdapter  # noqa: E402
+from modeling_qwen2audio_ldv.audio import SAMPLING_RATE  # noqa: E402
 from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio  # noqa: E402
-from modeling_qwen2audio_ldv.training.trainer import distillation_loss  # noqa: E402
+from modeling_qwen2audio_ldv.training.objectives import distillation_loss  # noqa: E402
 
 
 def epoch_seconds(step_seconds: float, clips: int, batch: int, cache_seconds_per_clip: float = 0.0) -> float:
@@ -41,10 +42,11 @@ def mini_rows(base: str, batch: int, clip_seconds: float, clips: int, repeats: i
     model.freeze_base_model().train()
     tower = model.model.audio_tower
     torch.manual_seed(0)
-    audio = [0.1 * torch.randn(int(clip_seconds * 16000)).numpy() for _ in range(batch)]
+    audio = [0.1 * torch.randn(int(clip_seconds * SAMPLING_RATE)).numpy() for _ in range(batch)]
     prompt = "<|im_start|>user\nAudio 1: <|audio_bos|><|AUDIO|><|audio_eos|>\nTranscribe the audio.<|im_end|>\n" \
              "<|im_start|>assistant\nthree seven one nine<|im_end|>"
-    inputs = processor(text=[prompt] * batch, audio=audio, sampling_rate=16000, return_tensors="pt", padding=True)
+    inputs = processor(text=[prompt] * batch, audio=audio, sampling_rate=SAMPLING_RATE, return_tensors="pt",
+                       padding=True)
     labels = inputs["input_ids"].clone()
     optimizer = torch.optim.AdamW(model.domain_adapter_parameters(), lr=1e-4)
 

@@ -27,15 +27,18 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import train_hf  # noqa: E402
 
 from modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration  # noqa: E402
-from modeling_qwen2audio_ldv.data.collator import DEFAULT_INSTRUCTION, audio_to_array, build_prompt  # noqa: E402
+from modeling_qwen2audio_ldv.audio import SAMPLING_RATE, audio_to_array  # noqa: E402
+from modeling_qwen2audio_ldv.data.collator import DEFAULT_INSTRUCTION  # noqa: E402
 from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates  # noqa: E402
+from modeling_qwen2audio_ldv.inference.generate import generate_transcripts  # noqa: E402
+from modeling_qwen2audio_ldv.training.arguments import DataArguments, resolve_base  # noqa: E402
+from modeling_qwen2audio_ldv.training.data import build_demo_data  # noqa: E402
 
 
 def log_mel(feature_extractor, clips):
-    out = feature_extractor(clips, sampling_rate=16000, return_attention_mask=True, padding="max_length",
+    out = feature_extractor(clips, sampling_rate=SAMPLING_RATE, return_attention_mask=True, padding="max_length",
                             return_tensors="np")
     return out["input_features"], out["attention_mask"].astype(bool)
 
@@ -46,25 +49,32 @@ def bin_statistics(features, masks):
     return frames.mean(1), frames.std(1)
 
 
+class EqualisedProcessor:
+    """``processor`` with ``transform`` applied to each clip's valid log-mel frames ``(mel bins, frames)``: the
+    front end under test, in front of the package's greedy transcription (``generate_transcripts``)."""
+
+    def __init__(self, processor, transform):
+        self._processor, self._transform = processor, transform
+
+    def __getattr__(self, name):
+        return getattr(self._processor, name)
+
+    def __call__(self, *args, **kwargs):
+        inputs = self._processor(*args, **kwargs)
+        features = inputs["input_features"].numpy().copy()
+        masks = inputs["feature_attention_mask"].numpy().astype(bool)
+        for row in range(len(features)):
+            features[row][:, masks[row]] = self._transform(features[row][:, masks[row]])
+        inputs["input_features"] = torch.from_numpy(features)
+        return inputs
+
+
 def transcribe(model, processor, clips, transform=None, batch_size=32):
-    prompt = build_prompt(processor, DEFAULT_INSTRUCTION)
-    hypotheses = []
-    for start in range(0, len(clips), batch_size):
-        batch = clips[start : start + batch_size]
-        inputs = processor(text=[prompt] * len(batch), audio=batch, sampling_rate=16000, return_tensors="pt",
-                           padding=True, padding_side="left")
-        if transform is not None:
-            features = inputs["input_features"].numpy().copy()
-            masks = inputs["feature_attention_mask"].numpy().astype(bool)
-            for row in range(len(batch)):
-                features[row][:, masks[row]] = transform(features[row][:, masks[row]])
-            inputs["input_features"] = torch.from_numpy(features)
-        with torch.no_grad():
-            generated = model.generate(**inputs, max_new_tokens=48, do_sample=False,
-                                       pad_token_id=processor.tokenizer.pad_token_id)
-        new = generated[:, inputs["input_ids"].shape[1]:]
-        hypotheses += [t.strip() for t in processor.tokenizer.batch_decode(new, skip_special_tokens=True)]
-    return hypotheses
+    """Greedy transcripts of ``clips`` by the unadapted base, each clip's log-mel input through ``transform``."""
+    if transform is not None:
+        processor = EqualisedProcessor(processor, transform)
+    return generate_transcripts(model, processor, clips, DEFAULT_INSTRUCTION, batch_size=batch_size,
+                                max_new_tokens=48, progress=False)
 
 
 def main(argv=None):
@@ -80,10 +90,10 @@ def main(argv=None):
     start = time.perf_counter()
     from transformers import AutoProcessor
 
-    data_args = train_hf.DataArguments(condition=args.condition, num_train_utterances=args.train,
-                                       num_eval_utterances=args.eval, mic_fraction=0.0)
-    _, eval_sets, corpus = train_hf.build_demo_data(data_args, seed=0)
-    base = train_hf.resolve_base(args.base)
+    data_args = DataArguments(condition=args.condition, num_train_utterances=args.train,
+                              num_eval_utterances=args.eval, mic_fraction=0.0)
+    _, eval_sets, corpus = build_demo_data(data_args, seed=0)
+    base = resolve_base(args.base, REPO)
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(base).eval()
     extractor = processor.feature_extractor

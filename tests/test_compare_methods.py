@@ -1,8 +1,10 @@
-"""benchmarks/compare_methods.py: the summary arithmetic (hand-computed values) and a two-row smoke run."""
+"""benchmarks/compare_methods.py and its pieces (benchmarks/comparison/): the summary arithmetic (hand-computed
+values) and a two-row smoke run."""
 
 import json
 import math
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 import compare_methods  # noqa: E402
+from comparison.arguments import CompareArguments  # noqa: E402
+from comparison.report import TABLE_HEADER, summarise  # noqa: E402
+from comparison.resume import resumable_runs, row_spec  # noqa: E402
+from comparison.rows import ORACLE_TOWER_LR, ROW_BY_NAME, adapter_config_for, transformer_shapes  # noqa: E402
+from comparison.runs import AllTrainableTrainer, prepare_model  # noqa: E402
 
 
 def _run(row, seed, ldv_cer, mic_cer=0.1, preserved=True):
@@ -24,7 +31,7 @@ def test_summarise_gap_share_and_spread():
     runs = [baseline, _run("oracle_full_finetune", 0, 0.2, preserved=False),
             _run("transformer_standard", 0, 0.3), _run("transformer_standard", 1, 0.4),
             _run("transformer_standard", 2, 0.35)]
-    rows = {s["row"]: s for s in compare_methods.summarise(runs, baseline)}
+    rows = {s["row"]: s for s in summarise(runs, baseline)}
 
     assert rows["baseline"]["gap_recovered"]["mean"] == 0.0
     assert math.isclose(rows["oracle_full_finetune"]["gap_recovered"]["mean"], 0.8)
@@ -48,7 +55,7 @@ def test_ceiling_share_and_the_strongest_oracle_that_ran():
     runs = [baseline, _run("ldv_native", None, 0.2), _run("oracle_after_tower", 0, 0.5),
             _run("oracle_after_tower_4x", 0, 0.3), _run("lightweight_in_encoder_4", 0, 0.4),
             _run("lightweight_in_encoder_4", 1, 0.5)]
-    rows = {s["row"]: s for s in compare_methods.summarise(runs, baseline)}
+    rows = {s["row"]: s for s in summarise(runs, baseline)}
     inside = rows["lightweight_in_encoder_4"]
     # recoveries 0.2 and 0.1: of the ceiling's 0.4 -> 0.5, 0.25; of the oracle's 0.3 -> 2/3, 1/3; of the gap 0.5
     assert math.isclose(inside["ceiling_share"]["mean"], 0.375)
@@ -59,7 +66,7 @@ def test_ceiling_share_and_the_strongest_oracle_that_ran():
     # the reference and the oracles are never "closest competitors" of a reference row
     assert compare_methods.closest_rows(runs, 3, "lightweight_in_encoder_4") == []
     with pytest.raises(ValueError, match="reference_row"):
-        compare_methods.CompareArguments(reference_row="no_such_row")
+        CompareArguments(reference_row="no_such_row")
 
 
 def test_the_encoder_trained_ldv_native_model_is_the_ceiling_when_present():
@@ -67,70 +74,70 @@ def test_the_encoder_trained_ldv_native_model_is_the_ceiling_when_present():
     baseline = _run("baseline", None, 0.6)
     runs = [baseline, _run("ldv_native", None, 0.3), _run("ldv_native_full", None, 0.2),
             _run("lightweight_in_encoder_2", 0, 0.4)]
-    rows = {s["row"]: s for s in compare_methods.summarise(runs, baseline)}
+    rows = {s["row"]: s for s in summarise(runs, baseline)}
     assert math.isclose(rows["lightweight_in_encoder_2"]["ceiling_share"]["mean"], 0.5)  # 0.2 of 0.4
     assert math.isclose(rows["ldv_native"]["ceiling_share"]["mean"], 0.75)  # 0.3 of 0.4
     assert math.isclose(rows["ldv_native_full"]["ceiling_share"]["mean"], 1.0)
     # the whole-base oracle at 4x steps is the oracle when it ran, before the 1x one
     runs += [_run("oracle_full_finetune", 0, 0.4), _run("oracle_full_finetune_4x", 0, 0.35)]
-    rows = {s["row"]: s for s in compare_methods.summarise(runs, baseline)}
+    rows = {s["row"]: s for s in summarise(runs, baseline)}
     assert math.isclose(rows["lightweight_in_encoder_2"]["oracle_share"]["mean"], 0.8)  # 0.2 of 0.25
     assert compare_methods.closest_rows(runs, 3, "lightweight_in_encoder_2") == []
 
 
 def _results_file(path, args, baseline, runs):
-    path.write_text(json.dumps({"settings": compare_methods.asdict(args), "baseline": baseline, "runs": runs}))
+    path.write_text(json.dumps({"settings": asdict(args), "baseline": baseline, "runs": runs}))
     return str(path)
 
 
 def test_resume_takes_only_runs_with_the_same_settings_data_and_row(tmp_path, caplog):
-    args = compare_methods.CompareArguments(max_steps=600, batch_size=16)
+    args = CompareArguments(max_steps=600, batch_size=16)
     baseline = {"ldv_cer": 0.18, "ldv_wer": 0.22, "mic_cer": 0.02, "mic_wer": 0.03}
-    row = compare_methods.ROW_BY_NAME["lightweight_in_encoder_2"]
-    new_style = {**_run(row.name, 0, 0.1), "objective": "lm+distill", "row_spec": compare_methods.row_spec(row)}
+    row = ROW_BY_NAME["lightweight_in_encoder_2"]
+    new_style = {**_run(row.name, 0, 0.1), "objective": "lm+distill", "row_spec": row_spec(row)}
     old_style = {**_run("lightweight_in_encoder_4", 0, 0.12), "objective": "lm+distill",
-                 "adapter_config": compare_methods.adapter_config_for(
-                     compare_methods.ROW_BY_NAME["lightweight_in_encoder_4"], 512, args).to_dict()}
+                 "adapter_config": adapter_config_for(
+                     ROW_BY_NAME["lightweight_in_encoder_4"], 512, args).to_dict()}
     stale = {**_run("lightweight_in_encoder_6", 0, 0.14), "objective": "lm+distill",
              "adapter_config": {"adapter_type": "transformer", "encoder_layer": 5}}  # the row means another layer now
     # written before Row had `tower_learning_rate`: the missing field stands for its default
-    regularised = compare_methods.ROW_BY_NAME["lightweight_in_encoder_2_regularised"]
+    regularised = ROW_BY_NAME["lightweight_in_encoder_2_regularised"]
     before_field = {**_run(regularised.name, 1, 0.08), "row_spec": {
-        k: v for k, v in compare_methods.row_spec(regularised).items() if k != "tower_learning_rate"}}
+        k: v for k, v in row_spec(regularised).items() if k != "tower_learning_rate"}}
     reference = {**_run("ldv_native", None, 0.06)}
     good = _results_file(tmp_path / "good.json", args, baseline,
                          [reference, new_style, old_style, stale, before_field, _run("a_removed_row", 0, 0.1)])
-    found = compare_methods.resumable_runs([good], args, baseline, 512)
+    found = resumable_runs([good], args, baseline, 512)
     assert sorted(found) == [("lightweight_in_encoder_2", 0), ("lightweight_in_encoder_2_regularised", 1),
                              ("lightweight_in_encoder_4", 0)]
     assert found[("lightweight_in_encoder_2", 0)]["ldv_cer"] == 0.1
     assert found[("lightweight_in_encoder_2", 0)]["resumed_from"] == good
     # a run that was itself taken from an earlier file keeps that source
     relayed = _results_file(tmp_path / "relayed.json", args, baseline, [{**new_style, "resumed_from": "first.json"}])
-    assert compare_methods.resumable_runs([relayed], args, baseline, 512)[(row.name, 0)]["resumed_from"] == "first.json"
+    assert resumable_runs([relayed], args, baseline, 512)[(row.name, 0)]["resumed_from"] == "first.json"
     assert "lightweight_in_encoder_6 seed 0 left out: the row's definition changed" in caplog.text
     assert "a_removed_row seed 0 left out: no such row now" in caplog.text
 
     # a setting that changes results, or other baseline scores (other data), drops the whole file
-    other_lr = _results_file(tmp_path / "lr.json", compare_methods.CompareArguments(max_steps=600, batch_size=16,
+    other_lr = _results_file(tmp_path / "lr.json", CompareArguments(max_steps=600, batch_size=16,
                                                                                      learning_rate=0.01),
                              baseline, [new_style])
     other_data = _results_file(tmp_path / "data.json", args, {**baseline, "ldv_cer": 0.19}, [new_style])
-    assert compare_methods.resumable_runs([other_lr, other_data], args, baseline, 512) == {}
+    assert resumable_runs([other_lr, other_data], args, baseline, 512) == {}
     assert "lr.json: not used, its settings differ in learning_rate (0.01 there, 0.001 here)" in caplog.text
     assert "data.json: not used, its baseline scores" in caplog.text
     # settings that change no result (where results go, which rows run, the budget) do not matter
-    elsewhere = compare_methods.CompareArguments(max_steps=600, batch_size=16, output_dir="x", rows=["baseline"],
+    elsewhere = CompareArguments(max_steps=600, batch_size=16, output_dir="x", rows=["baseline"],
                                                  time_budget_minutes=5, extra_seeds=[7])
-    assert sorted(compare_methods.resumable_runs([good], elsewhere, baseline, 512)) == sorted(found)
+    assert sorted(resumable_runs([good], elsewhere, baseline, 512)) == sorted(found)
 
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     with pytest.raises(ValueError, match="broken.json: not a readable compare_methods.json"):
-        compare_methods.resumable_runs([str(broken)], args, baseline, 512)
+        resumable_runs([str(broken)], args, baseline, 512)
     (tmp_path / "list.json").write_text("[]")
     with pytest.raises(ValueError, match="list.json: expected a compare_methods.json with a `runs` list"):
-        compare_methods.resumable_runs([str(tmp_path / "list.json")], args, baseline, 512)
+        resumable_runs([str(tmp_path / "list.json")], args, baseline, 512)
 
 
 def test_whole_base_oracle_trains_the_tower_at_its_own_rate(tiny_base_dir, tmp_path):
@@ -138,12 +145,12 @@ def test_whole_base_oracle_trains_the_tower_at_its_own_rate(tiny_base_dir, tmp_p
     build's encoder rate), the rest at the recipe's, through the same schedule."""
     from transformers import TrainingArguments
 
-    args = compare_methods.CompareArguments(learning_rate=2e-3)
-    row = compare_methods.ROW_BY_NAME["oracle_full_finetune_4x"]
-    assert row.steps_factor == 4 and row.tower_learning_rate == compare_methods.ORACLE_TOWER_LR == 1e-4
-    model = compare_methods.prepare_model(row, str(tiny_base_dir), args)
+    args = CompareArguments(learning_rate=2e-3)
+    row = ROW_BY_NAME["oracle_full_finetune_4x"]
+    assert row.steps_factor == 4 and row.tower_learning_rate == ORACLE_TOWER_LR == 1e-4
+    model = prepare_model(row, str(tiny_base_dir), args)
     assert all(p.requires_grad for p in model.parameters())
-    trainer = compare_methods.AllTrainableTrainer(
+    trainer = AllTrainableTrainer(
         model=model, args=TrainingArguments(output_dir=str(tmp_path), learning_rate=2e-3, max_steps=4,
                                             warmup_steps=0, lr_scheduler_type="linear", report_to="none",
                                             use_cpu=True),
@@ -158,7 +165,7 @@ def test_whole_base_oracle_trains_the_tower_at_its_own_rate(tiny_base_dir, tmp_p
     trainer.lr_scheduler.step()  # linear decay: a quarter of the way, both rates x 3/4
     assert sorted(g["lr"] for g in trainer.optimizer.param_groups) == pytest.approx([7.5e-5, 7.5e-5, 1.5e-3, 1.5e-3])
     # a row without its own tower rate: one rate for every weight, as before
-    plain = compare_methods.AllTrainableTrainer(model=model, args=trainer.args, objective="lm")
+    plain = AllTrainableTrainer(model=model, args=trainer.args, objective="lm")
     plain.create_optimizer()
     assert {g["lr"] for g in plain.optimizer.param_groups} == {2e-3}
 
@@ -168,25 +175,25 @@ def test_closest_rows_and_row_validation():
             _run("oracle_full_finetune", 0, 0.29), _run("transformer_heavy", 0, 0.27)]
     assert compare_methods.closest_rows(runs, 2) == ["projector", "transformer_heavy"]
     with pytest.raises(ValueError, match="unknown names"):
-        compare_methods.CompareArguments(rows=["baseline", "prefix_tuning"])
+        CompareArguments(rows=["baseline", "prefix_tuning"])
 
 
 def test_shapes_scale_with_width():
-    shapes = compare_methods.transformer_shapes(128)
+    shapes = transformer_shapes(128)
     assert shapes["lightweight"] == {"num_layers": 1, "num_heads": 4, "ff_dim": 256}
     assert shapes["standard"] == {"num_layers": 2, "num_heads": 4, "ff_dim": 512}
     assert shapes["heavy"] == {"num_layers": 4, "num_heads": 8, "ff_dim": 1024}
 
 
 def test_row_settings_win_over_the_recipe():
-    args = compare_methods.CompareArguments(dropout=0.0, distill_weight=1.0)
-    row = compare_methods.ROW_BY_NAME["lightweight_in_encoder_2_regularised"]
-    config = compare_methods.adapter_config_for(row, 512, args)
+    args = CompareArguments(dropout=0.0, distill_weight=1.0)
+    row = ROW_BY_NAME["lightweight_in_encoder_2_regularised"]
+    config = adapter_config_for(row, 512, args)
     assert (config.dropout, config.encoder_layer, config.zero_init) == (0.1, 2, False)
     assert (config.num_layers, config.num_heads, config.ff_dim) == (1, 4, 1024)  # the lightweight shape at 512
     # a row without its own dropout takes the recipe's
-    plain = compare_methods.adapter_config_for(compare_methods.ROW_BY_NAME["lightweight_in_encoder_2"], 512,
-                                               compare_methods.CompareArguments(dropout=0.2))
+    plain = adapter_config_for(ROW_BY_NAME["lightweight_in_encoder_2"], 512,
+                                               CompareArguments(dropout=0.2))
     assert plain.dropout == 0.2
 
 
@@ -222,7 +229,7 @@ def test_smoke_two_rows(tmp_path, monkeypatch):
         assert mlp[key]["mean"] >= 0 and mlp[key]["n"] == 1
 
     table = [line for line in (out / "compare_methods.md").read_text().splitlines() if line.startswith("| ")]
-    assert table[0] == compare_methods.TABLE_HEADER
+    assert table[0] == TABLE_HEADER
     assert [line.split(" | ")[0] for line in table[1:]] == ["| No adaptation (baseline)", "| MLP adapter"]
     assert all(line.count("|") == table[0].count("|") for line in table[1:])
     assert (out / "compare_methods.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

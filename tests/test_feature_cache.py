@@ -10,7 +10,7 @@ import torch
 
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import add_domain_adapter_to_model
-from modeling_qwen2audio_ldv.training.trainer import (
+from modeling_qwen2audio_ldv.training.feature_cache import (
     CachedFeatureCollator,
     _tensor_digest,
     build_feature_cache,
@@ -181,10 +181,10 @@ def test_build_memory_does_not_grow_with_the_corpus(tiny_base, tmp_path):
 
 
 def test_an_interrupted_build_leaves_no_cache_behind(model_and_processor, tmp_path, monkeypatch):
-    import modeling_qwen2audio_ldv.training.trainer as training
+    import modeling_qwen2audio_ldv.training.feature_cache as feature_cache
 
     model, processor = model_and_processor
-    real = training.encode_audio
+    real = feature_cache.encode_audio
     seen = []
 
     def failing(*args, **kwargs):
@@ -193,11 +193,11 @@ def test_an_interrupted_build_leaves_no_cache_behind(model_and_processor, tmp_pa
             raise RuntimeError("out of memory")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "encode_audio", failing)
+    monkeypatch.setattr(feature_cache, "encode_audio", failing)
     with pytest.raises(RuntimeError, match="out of memory"):
         build_feature_cache(model, processor, _dataset(), cache_dir=str(tmp_path), batch_size=2, progress=False)
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(training, "encode_audio", real)
+    monkeypatch.setattr(feature_cache, "encode_audio", real)
     cached = build_feature_cache(model, processor, _dataset(), cache_dir=str(tmp_path), batch_size=2, progress=False)
     assert len(cached) == 4 and len(list(tmp_path.iterdir())) == 1
 

@@ -14,7 +14,7 @@ from modeling_qwen2audio_ldv import (
     convert_pt_to_safetensors,
     train_with_domain_adapter,
 )
-from modeling_qwen2audio_ldv.training.guide import evaluate_loss
+from modeling_qwen2audio_ldv.training.guide import batch_loss, evaluate_loss
 from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
 from modeling_qwen2audio_ldv.testing import build_tiny_base
 
@@ -80,6 +80,35 @@ def test_train_with_domain_adapter_refuses_a_trainable_base_and_batches_without_
     model.lm_head.weight.requires_grad_(True)
     with pytest.raises(ValueError, match="not part of the adapter"):
         train_with_domain_adapter(model, processor, train_loader, num_epochs=1, device="cpu", progress=False)
+
+
+def test_guide_loss_is_the_trainers_for_every_objective(tmp_path):
+    """The guide's loop computes the adapter Trainer's loss (the objective registry's), paired objectives too."""
+    from transformers import TrainingArguments
+
+    from modeling_qwen2audio_ldv.training.objectives import OBJECTIVE_NAMES, LossSettings
+    from modeling_qwen2audio_ldv.training.trainer import DomainAdapterTrainer
+
+    model, processor = guide_model(zero_init=False)
+    rng = np.random.default_rng(1)
+    rows = [{"audio": (0.1 * rng.standard_normal(9000 + 1000 * i)).astype(np.float32),
+             "mic_audio": (0.1 * rng.standard_normal(9000 + 1000 * i)).astype(np.float32), "text": text}
+            for i, text in enumerate(["one two", "seven", "three four five", "nine"])]
+    loader = DataLoader(rows, batch_size=2, collate_fn=DataCollatorForQwen2AudioLDV(processor, mode="train",
+                                                                                   mic_audio_key="mic_audio"))
+    batch = {k: v for k, v in next(iter(loader)).items() if torch.is_tensor(v)}
+    args = TrainingArguments(output_dir=str(tmp_path), report_to="none", use_cpu=True)
+    model.eval()
+    for objective in OBJECTIVE_NAMES:
+        trainer = DomainAdapterTrainer(model=model, args=args, objective=objective, distill_weight=0.5)
+        with torch.no_grad():
+            expected = trainer.compute_loss(model, dict(batch))
+            assert torch.equal(batch_loss(model, dict(batch), objective, LossSettings(distill_weight=0.5)),
+                               expected), objective
+    history = []
+    train_with_domain_adapter(model, processor, loader, num_epochs=1, learning_rate=1e-3, device="cpu",
+                              objective="lm+distill", history=history, progress=False)
+    assert len(history) == 1 and np.isfinite(history[0]["train_loss"])
 
 
 class _Touch:

@@ -56,11 +56,12 @@ def test_reported_rows_are_the_stock_base_and_the_saved_adapter(one_process_run,
     from modeling_qwen2audio_ldv.inference.generate import generate_transcripts
     from modeling_qwen2audio_ldv.data.collator import DEFAULT_INSTRUCTION
     from modeling_qwen2audio_ldv.evaluation.scoring import compute_error_rates
+    from modeling_qwen2audio_ldv.training.data import build_demo_data
 
     run_dir, _, args = one_process_run
     saved = json.loads((run_dir / "results.json").read_text())
     (_, _, data_args, _, training_args), _ = train_hf.parse_arguments(args)
-    _, eval_sets, _ = train_hf.build_demo_data(data_args, training_args.seed)
+    _, eval_sets, _ = build_demo_data(data_args, training_args.seed)
     processor = AutoProcessor.from_pretrained(tiny_base_3s)
     stock = Qwen2AudioForConditionalGeneration.from_pretrained(tiny_base_3s).eval()
     adapted = AutoModelForSeq2SeqLM.from_pretrained(run_dir / "adapter", trust_remote_code=True).eval()

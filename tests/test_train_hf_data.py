@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import train_hf  # noqa: E402
 
+from modeling_qwen2audio_ldv.training.data import mix_mic_rows  # noqa: E402
+
 TRAIN_TEXTS = ["one two", "three", "four five six", "seven", "eight nine", "zero one"]
 TEST_TEXTS = ["test one", "test two"]
 VALIDATION_TEXTS = ["valid one", "valid two"]
@@ -136,7 +138,7 @@ def constant_pairs(n):
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 1.0])
 def test_mic_fraction_sets_the_share_of_microphone_rows(fraction):
     n = 160
-    mixed = train_hf.mix_mic_rows(constant_pairs(n), "ldv_audio", "mic_audio", fraction, seed=0)
+    mixed = mix_mic_rows(constant_pairs(n), "ldv_audio", "mic_audio", fraction, seed=0)
     assert set(mixed.column_names) == {"text", "audio", "mic_audio"}
     assert list(mixed["text"]) == [str(i) for i in range(n)]  # order kept
     sources = np.array([np.sign(row["audio"]["array"]).mean() for row in mixed])

@@ -10,6 +10,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import train_hf  # noqa: E402
 
+from modeling_qwen2audio_ldv.training.arguments import DataArguments  # noqa: E402
+from modeling_qwen2audio_ldv.training.data import build_demo_data  # noqa: E402
+
 pytestmark = pytest.mark.speech
 
 
@@ -19,9 +22,9 @@ def test_demo_data_with_a_json_condition(tmp_path):
 
     condition = dataclasses.replace(get_condition("cardboard_box"), name="my_box")
     path = condition.to_json(tmp_path / "my_condition.json")
-    args = train_hf.DataArguments(condition=str(path), eval_condition="cardboard_box", num_train_utterances=2,
-                                  num_eval_utterances=1, text_kinds=["digits"])
-    train, eval_sets, corpus = train_hf.build_demo_data(args, seed=0)
+    args = DataArguments(condition=str(path), eval_condition="cardboard_box", num_train_utterances=2,
+                         num_eval_utterances=1, text_kinds=["digits"])
+    train, eval_sets, corpus = build_demo_data(args, seed=0)
     assert len(train) == 2
     assert set(eval_sets) == {"ldv", "mic", "ldv_cardboard_box"}
     assert all(len(ds) == 1 for ds in eval_sets.values())
@@ -34,11 +37,10 @@ def test_demo_eval_sets_do_not_move_with_the_training_size_or_draws():
     pytest.importorskip("espeakng_loader")
     from datasets import Audio
 
-    small = train_hf.DataArguments(num_train_utterances=2, num_eval_utterances=2, text_kinds=["digits"],
-                                   mic_fraction=0.0)
+    small = DataArguments(num_train_utterances=2, num_eval_utterances=2, text_kinds=["digits"], mic_fraction=0.0)
     large = dataclasses.replace(small, num_train_utterances=5, ldv_draws=3)
-    _, small_eval, _ = train_hf.build_demo_data(small, seed=0)
-    train, large_eval, corpus = train_hf.build_demo_data(large, seed=0)
+    _, small_eval, _ = build_demo_data(small, seed=0)
+    train, large_eval, corpus = build_demo_data(large, seed=0)
     for name in ("ldv", "mic"):
         assert small_eval[name]["text"] == large_eval[name]["text"]
         raw = [ds.cast_column("audio", Audio(decode=False))["audio"] for ds in (small_eval[name],
@@ -57,7 +59,7 @@ def test_demo_eval_sets_do_not_move_with_the_training_size_or_draws():
     assert sorted(set(corpus["train"]["condition"])) == ["cardboard_box", "cardboard_box~draw1",
                                                          "cardboard_box~draw2"]
     with pytest.raises(ValueError, match="--ldv_draws"):
-        train_hf.build_demo_data(dataclasses.replace(small, ldv_draws=0), seed=0)
+        build_demo_data(dataclasses.replace(small, ldv_draws=0), seed=0)
 
 
 class _Stop(Exception):
@@ -65,14 +67,15 @@ class _Stop(Exception):
 
 
 def test_feature_cache_is_built_on_the_training_device(tmp_path, monkeypatch):
-    """train_hf.py moves the model to the training device before encoding the corpus (not after, in the Trainer).
+    """train_hf.py moves the model to the training device before encoding the corpus (not after, in the Trainer;
+    the collation step, ``training.pipeline.training_collator``, builds the cache).
 
     The training device is faked as ``meta`` (no GPU here): the cache builder must see the model there."""
     pytest.importorskip("espeakng_loader")
     import torch
     from transformers import TrainingArguments
 
-    import modeling_qwen2audio_ldv.training.trainer as training
+    import modeling_qwen2audio_ldv.training.pipeline as pipeline
     from modeling_qwen2audio_ldv.testing import build_tiny_base
 
     model, processor = build_tiny_base(max_source_positions=150)
@@ -84,7 +87,7 @@ def test_feature_cache_is_built_on_the_training_device(tmp_path, monkeypatch):
         seen["device"] = next(model.model.audio_tower.parameters()).device
         raise _Stop
 
-    monkeypatch.setattr(training, "build_feature_cache", record)
+    monkeypatch.setattr(pipeline, "build_feature_cache", record)
     # the real device set-up runs (it initialises the distributed state), then the device reads as `meta`
     monkeypatch.setattr(TrainingArguments, "device", property(lambda self: (self._setup_devices,
                                                                             torch.device("meta"))[1]))

@@ -10,13 +10,15 @@ import torch
 
 from conftest import noise_clips
 from modeling_qwen2audio_ldv import DomainAdapterConfig, add_domain_adapter_to_model
-from modeling_qwen2audio_ldv.training.trainer import (
-    CachedFeatureCollator,
-    adapter_parameter_groups,
-    build_feature_cache,
+from modeling_qwen2audio_ldv.training.feature_cache import CachedFeatureCollator, build_feature_cache
+from modeling_qwen2audio_ldv.training.objectives import (
+    OBJECTIVE_NAMES,
     distillation_loss,
-    load_adapter_checkpoint,
+    needs_mic_clip,
+    parse_objectives,
+    warmup_objective,
 )
+from modeling_qwen2audio_ldv.training.trainer import adapter_parameter_groups, load_adapter_checkpoint
 
 
 def test_distillation_loss_by_hand():
@@ -30,6 +32,18 @@ def test_distillation_loss_by_hand():
     assert distillation_loss(student, teacher, lengths, "cosine").item() == pytest.approx(expected, rel=1e-5)
     with pytest.raises(ValueError, match="`distill_loss`"):
         distillation_loss(student, teacher, lengths, "l1")
+
+
+def test_objective_names_come_from_the_registry_and_a_bad_part_is_named():
+    assert OBJECTIVE_NAMES == ("lm", "distill", "lm+distill")
+    assert [o.name for o in parse_objectives("lm+distill")] == ["lm", "distill"]  # the order the terms add up
+    assert [needs_mic_clip(name) for name in OBJECTIVE_NAMES] == [False, True, True]
+    assert [warmup_objective(name) for name in OBJECTIVE_NAMES] == [None, None, "distill"]
+    with pytest.raises(ValueError, match="names 'ctc', not among the objectives"):
+        parse_objectives("lm+ctc")
+    for bad in ("distill+lm", "lm+lm"):
+        with pytest.raises(ValueError, match="must be one of"):
+            parse_objectives(bad)
 
 
 def test_parameter_groups_give_scale_its_own_learning_rate(tiny_base):

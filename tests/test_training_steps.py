@@ -18,12 +18,9 @@ from conftest import noise_clips
 from modeling_qwen2audio_ldv import add_domain_adapter_to_model
 from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
 from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
-from modeling_qwen2audio_ldv.training.trainer import (
-    CachedFeatureCollator,
-    DomainAdapterTrainer,
-    build_feature_cache,
-    distillation_loss,
-)
+from modeling_qwen2audio_ldv.training.feature_cache import CachedFeatureCollator, build_feature_cache
+from modeling_qwen2audio_ldv.training.objectives import distillation_loss
+from modeling_qwen2audio_ldv.training.trainer import DomainAdapterTrainer
 
 INSTRUCTION = "Transcribe the audio."
 # transcripts of very different lengths: a mean of micro-batch means differs from the mean over all tokens

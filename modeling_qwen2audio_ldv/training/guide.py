@@ -15,10 +15,11 @@ The guide's step 3, as written there::
                                       val_loader=val_loader, num_epochs=3, learning_rate=1e-4, device="mps")
     torch.save(model.domain_adapter.state_dict(), "ldv_domain_adapter.pt")
 
-The loss is the adapter Trainer's own (:class:`~modeling_qwen2audio_ldv.training.trainer.DomainAdapterTrainer`: the
-``lm``, ``distill`` and ``lm+distill`` objectives, prompt and padding masked), per batch; the optimiser holds the
-adapter's parameters only (:func:`~modeling_qwen2audio_ldv.training.trainer.adapter_parameter_groups`), with the guide's
-separate learning rate for ``scale`` (its FAQ Q1: 10x the weights' rate). ``train_hf.py`` (the HF Trainer) is
+The loss is the adapter Trainer's own (:func:`~modeling_qwen2audio_ldv.training.objectives.objective_loss`: the
+``lm``, ``distill`` and ``lm+distill`` objectives, prompt and padding masked), per batch, each batch normalised by
+its own count (one process, no Trainer step to count over); the optimiser holds the adapter's parameters only
+(:func:`~modeling_qwen2audio_ldv.training.trainer.adapter_parameter_groups`), with the guide's separate learning rate
+for ``scale`` (its FAQ Q1: 10x the weights' rate). ``train_hf.py`` (the HF Trainer) is
 the way for real runs: checkpoints, resume, several GPUs, the feature cache.
 """
 
@@ -26,39 +27,28 @@ from __future__ import annotations
 
 import logging
 import math
-from types import SimpleNamespace
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from .trainer import OBJECTIVES, DomainAdapterTrainer, adapter_parameter_groups
+from .objectives import LossSettings, objective_loss, parse_objectives
+from .trainer import adapter_parameter_groups
 
 logger = logging.getLogger(__name__)
 
 
-class _BatchLoss:
-    """The adapter Trainer's ``compute_loss`` outside the Trainer, for one process: the same objectives and
-    masking; without a Trainer step's global token count, each batch is normalised by its own count."""
-
-    compute_loss = DomainAdapterTrainer.compute_loss
-    _distill = DomainAdapterTrainer._distill
-
-    def __init__(self, model, objective: str, distill_weight: float, distill_loss: str):
-        if objective not in OBJECTIVES:
-            raise ValueError(f"`objective` ({objective!r}) must be one of {OBJECTIVES}")
-        self.model = model
-        self.objective = objective
-        self.distill_weight = distill_weight
-        self.distill_kind = distill_loss
-        self.args = SimpleNamespace(world_size=1)
-        self.accelerator = SimpleNamespace(unwrap_model=lambda module: module)
-
-    def __call__(self, batch: dict[str, Any]) -> torch.Tensor:
-        if "lm" in self.objective.split("+") and "labels" not in batch:
-            raise ValueError(f"objective {self.objective!r} needs `labels` in every batch (the transcript's token "
-                             f"ids, -100 on the prompt and padding): collate with "
-                             f"DataCollatorForQwen2AudioLDV(processor, mode='train'); batch keys: {sorted(batch)}")
-        return self.compute_loss(self.model, batch)
+def batch_loss(model, batch: dict[str, Any], objective: str = "lm", settings: LossSettings | None = None
+               ) -> torch.Tensor:
+    """The adapter Trainer's loss of one collated batch outside the Trainer, for one process: the same objectives
+    and masking, normalised by the batch's own count of supervised tokens / valid frames."""
+    objectives = parse_objectives(objective)
+    if any(o.needs_labels for o in objectives) and "labels" not in batch:
+        raise ValueError(f"objective {objective!r} needs `labels` in every batch (the transcript's token "
+                         f"ids, -100 on the prompt and padding): collate with "
+                         f"DataCollatorForQwen2AudioLDV(processor, mode='train'); batch keys: {sorted(batch)}")
+    loss, _ = objective_loss(model, batch, objectives, settings or LossSettings(), training=model.training)
+    return loss
 
 
 def _default_device() -> str:
@@ -118,8 +108,6 @@ def train_with_domain_adapter(
     Returns:
         ``model``, on ``device``, in eval mode.
     """
-    from tqdm.auto import tqdm
-
     if train_loader is None:
         raise ValueError("train_loader is required")
     if num_epochs < 1:
@@ -131,27 +119,16 @@ def train_with_domain_adapter(
                                       weight_decay)
     optimizer = torch.optim.AdamW(groups)
     parameters = [p for group in groups for p in group["params"]]
-    loss_of = _BatchLoss(model, objective, distill_weight, distill_loss)
+    parse_objectives(objective)
+    settings = LossSettings(distill_weight=distill_weight, distill_kind=distill_loss)
+
+    def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+        return batch_loss(model, batch, objective, settings)
 
     for epoch in range(1, num_epochs + 1):
-        model.train()
-        total, batches = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{num_epochs}", disable=not progress)
-        for index, batch in enumerate(bar):
-            loss = loss_of(_to_device(batch, device, index))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"epoch {epoch}, batch {index}: the loss is {loss.item()}; lower the "
-                                         f"learning rate (or check the batch for NaN/Inf audio)")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-            optimizer.step()
-            total, batches = total + loss.item(), batches + 1
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if batches == 0:
-            raise ValueError("train_loader yielded no batches")
-        entry = {"epoch": epoch, "train_loss": total / batches, "val_loss": math.nan}
+        train_loss = _train_epoch(model, train_loader, optimizer, parameters, loss_of, device, max_grad_norm,
+                                  epoch, num_epochs, progress)
+        entry = {"epoch": epoch, "train_loss": train_loss, "val_loss": math.nan}
         if val_loader is not None:
             entry["val_loss"] = evaluate_loss(model, val_loader, device, loss_of)
         message = f"epoch {epoch}/{num_epochs}: train loss {entry['train_loss']:.4f}"
@@ -164,12 +141,45 @@ def train_with_domain_adapter(
     return model.eval()
 
 
+def _train_epoch(model, loader, optimizer, parameters, loss_of: Callable[[dict[str, Any]], torch.Tensor],
+                 device: torch.device, max_grad_norm: float | None, epoch: int, num_epochs: int, progress: bool
+                 ) -> float:
+    """Epoch ``epoch``: one pass over ``loader`` (train mode, one optimiser step per batch); returns the mean batch
+    loss."""
+    from tqdm.auto import tqdm
+
+    model.train()
+    total, batches = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}/{num_epochs}", disable=not progress)
+    for index, batch in enumerate(bar):
+        loss = loss_of(_to_device(batch, device, index))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"epoch {epoch}, batch {index}: the loss is {loss.item()}; lower the "
+                                     f"learning rate (or check the batch for NaN/Inf audio)")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+        optimizer.step()
+        total, batches = total + loss.item(), batches + 1
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    if batches == 0:
+        raise ValueError("train_loader yielded no batches")
+    return total / batches
+
+
 @torch.no_grad()
-def evaluate_loss(model, loader, device: str | torch.device | None = None, loss_of: _BatchLoss | None = None,
-                  objective: str = "lm") -> float:
-    """Mean loss over ``loader``'s batches (eval mode, no gradients)."""
+def evaluate_loss(model, loader, device: str | torch.device | None = None,
+                  loss_of: Callable[[dict[str, Any]], torch.Tensor] | None = None, objective: str = "lm") -> float:
+    """Mean loss over ``loader``'s batches (eval mode, no gradients); ``loss_of``: batch -> loss (default: the
+    ``objective``'s, :func:`batch_loss`)."""
     device = torch.device(device or next(model.parameters()).device)
-    loss_of = loss_of or _BatchLoss(model, objective, 1.0, "mse")
+    if loss_of is None:
+        parse_objectives(objective)
+
+        def loss_of(batch: dict[str, Any]) -> torch.Tensor:
+            return batch_loss(model, batch, objective)
+
     model.eval()
     losses = [loss_of(_to_device(batch, device, index)).item() for index, batch in enumerate(loader)]
     if not losses:
@@ -177,4 +187,4 @@ def evaluate_loss(model, loader, device: str | torch.device | None = None, loss_
     return sum(losses) / len(losses)
 
 
-__all__ = ["evaluate_loss", "train_with_domain_adapter"]
+__all__ = ["batch_loss", "evaluate_loss", "train_with_domain_adapter"]

@@ -1,0 +1,195 @@
+# Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
+"""The rows a training run trains and evaluates on: the synthetic demo corpus or the user's recordings.
+
+:func:`load_training_data` is ``train_hf.py``'s data step: the training rows (``audio``, ``text`` and, with paired
+data, ``mic_audio``; a ``mic_fraction`` share of them train on their microphone clip) and the eval sets
+(``{"ldv": rows, "mic": rows, ...}`` of ``audio`` and ``text``), bad rows handled by ``--on_bad_example``.
+:func:`build_demo_data` is the demo corpus alone (the method comparison and the benchmarks use it too).
+"""
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..audio import SAMPLING_RATE
+from .arguments import DataArguments
+from .objectives import needs_mic_clip
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """What a run trains and evaluates on.
+
+    Attributes:
+        train: the training rows (``audio``, ``text``, ``mic_audio`` with paired data).
+        eval_sets: ``{name: rows of audio and text}`` (``ldv``, ``mic`` when there are microphone clips, and
+            ``ldv_<condition>`` for the demo's cross-condition set).
+        condition: the name the results give the data (the demo's LDV condition, or the data folder's name).
+        corpus: the whole demo corpus (``DatasetDict`` with ``train``/``test`` splits), ``None`` for the user's data.
+        report: what ``filter_bad_examples`` dropped from the training rows.
+    """
+
+    train: Any
+    eval_sets: dict[str, Any]
+    condition: str
+    corpus: Any = None
+    report: Any = None
+
+
+def build_demo_data(data_args: DataArguments, seed: int):
+    """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
+    from ..synthetic.corpus import build_paired_corpus
+    from ..synthetic.simulator import get_condition
+
+    if data_args.ldv_draws < 1:
+        raise ValueError(f"--ldv_draws ({data_args.ldv_draws}) must be >= 1")
+    conditions = [get_condition(data_args.condition)]
+    conditions += [get_condition(data_args.eval_condition)] if data_args.eval_condition else []
+    # the corpus's `condition` column holds the condition's name (a JSON condition's `name`, not its path)
+    names = [c.name for c in conditions]
+    # further LDV draws of the training condition: the same surface under another name, so each row gets its own
+    # simulator seed; only the first draw is scored (the eval sets do not change with --ldv_draws)
+    draws = [dataclasses.replace(conditions[0], name=f"{names[0]}~draw{k}") for k in range(1, data_args.ldv_draws)]
+    corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
+                                 conditions=conditions + draws, kinds=tuple(data_args.text_kinds))
+
+    def rows_of(split: str, name: str):
+        rows = corpus[split].filter(lambda c: c == name, input_columns="condition")
+        if len(corpus[split]) and not len(rows):
+            raise ValueError(f"demo corpus: no {split} rows for condition {name!r} (conditions in the corpus: "
+                             f"{sorted(set(corpus[split]['condition']))})")
+        return rows
+
+    train = rows_of("train", names[0])
+    if draws:
+        from datasets import concatenate_datasets
+
+        train = concatenate_datasets([train] + [rows_of("train", d.name) for d in draws])
+    test_rows = rows_of("test", names[0])
+    eval_sets = {
+        "ldv": test_rows.select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"),
+        "mic": test_rows.select_columns(["mic_audio", "text"]).rename_column("mic_audio", "audio"),
+    }
+    if data_args.eval_condition:
+        eval_sets[f"ldv_{names[1]}"] = (
+            rows_of("test", names[1]).select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"))
+    return mix_mic_rows(train, "ldv_audio", "mic_audio", data_args.mic_fraction, seed), eval_sets, corpus
+
+
+def mic_rows(count: int, mic_fraction: float, seed: int) -> np.ndarray:
+    """Which of ``count`` training rows train on their microphone clip: ``(count,)`` bool, drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    return rng.random(count) < mic_fraction
+
+
+def mix_mic_rows(train, ldv_column: str, mic_column: str, mic_fraction: float, seed: int):
+    """Rows with ``audio`` (LDV, or for a ``mic_fraction`` share the microphone clip) and ``mic_audio``."""
+    from datasets import Audio
+
+    use_mic = mic_rows(len(train), mic_fraction, seed)
+    raw = train.cast_column(ldv_column, Audio(decode=False)).cast_column(mic_column, Audio(decode=False))
+
+    def pick(batch, indices):
+        return {"audio": [m if use_mic[i] else l for i, l, m in zip(indices, batch[ldv_column], batch[mic_column])],
+                "mic_audio": batch[mic_column]}
+
+    drop = [c for c in raw.column_names if c != "text"]
+    mixed = raw.map(pick, with_indices=True, batched=True, remove_columns=drop)
+    return mixed.cast_column("audio", Audio(sampling_rate=SAMPLING_RATE)).cast_column(
+        "mic_audio", Audio(sampling_rate=SAMPLING_RATE))
+
+
+def eval_split(loaded, source: str, given_for_evaluation: bool):
+    """The one split to evaluate on: ``test``, else ``validation``; a source given for evaluation alone
+    (``--eval_data``, ``--mic_eval_data``) that holds a single split is used whole (a manifest, or a folder
+    without split folders, loads as one ``train`` split)."""
+    if not hasattr(loaded, "keys"):
+        return loaded
+    for split in ("test", "validation"):
+        if split in loaded:
+            return loaded[split]
+    if given_for_evaluation and len(loaded) == 1:
+        return next(iter(loaded.values()))
+    if given_for_evaluation:
+        raise ValueError(f"{source}: splits {list(loaded)}, none of them test or validation; keep one split in it")
+    raise ValueError(f"{source}: no test/validation split (splits: {list(loaded)}); pass --eval_data")
+
+
+def mix_user_mic_rows(train, mic_fraction: float, seed: int):
+    """``--mic_fraction`` on the user's paired data: that share of the rows train on their microphone clip (as
+    ``audio``, with ``mic_audio`` unchanged), so the adapter learns to leave microphone speech alone."""
+    if not mic_fraction:
+        return train
+    if "mic_audio" not in train.column_names:
+        logger.info("--mic_fraction %g needs paired data (--mic_audio_column); training on the LDV rows only",
+                    mic_fraction)
+        return train
+    if not 0.0 < mic_fraction <= 1.0:
+        raise ValueError(f"--mic_fraction ({mic_fraction}) must be in [0, 1]")
+    mixed = mix_mic_rows(train, "audio", "mic_audio", mic_fraction, seed)
+    logger.info("--mic_fraction %g: microphone clips in place of about that share of %d training rows",
+                mic_fraction, len(mixed))
+    return mixed
+
+
+def load_user_data(data_args: DataArguments, seed: int):
+    """``--train_data`` (and ``--eval_data``, ``--mic_eval_data``): the training rows and the eval sets."""
+    from ..data.loading import load_audio_dataset
+
+    def load(source: str, **columns):
+        return load_audio_dataset(source, audio_column=data_args.audio_column, text_column=data_args.text_column,
+                                  **columns)
+
+    loaded = load(data_args.train_data, mic_audio_column=data_args.mic_audio_column)
+    train = loaded["train"] if hasattr(loaded, "keys") else loaded
+    if data_args.eval_data:
+        eval_source = eval_split(load(data_args.eval_data), data_args.eval_data, given_for_evaluation=True)
+    else:
+        eval_source = eval_split(loaded, data_args.train_data, given_for_evaluation=False)
+    eval_sets = {"ldv": eval_source}
+    if data_args.mic_eval_data:
+        eval_sets["mic"] = eval_split(load(data_args.mic_eval_data), data_args.mic_eval_data,
+                                      given_for_evaluation=True)
+    return mix_user_mic_rows(train, data_args.mic_fraction, seed), eval_sets
+
+
+def load_training_data(data_args: DataArguments, seed: int, objective: str) -> TrainingData:
+    """The demo corpus (no ``--train_data``) or the user's recordings, bad rows handled by ``--on_bad_example``,
+    each eval set capped at ``--max_eval_samples``; an objective that needs paired data checks it is."""
+    from ..data.loading import filter_bad_examples
+
+    if data_args.train_data is None:
+        train, eval_sets, corpus = build_demo_data(data_args, seed)
+        condition = data_args.condition
+    else:
+        corpus = None
+        train, eval_sets = load_user_data(data_args, seed)
+        condition = Path(data_args.train_data).name
+    # paired rows: a bad microphone clip is a bad row too (it would stop the feature cache or the distill step)
+    train, report = filter_bad_examples(train, on_bad_example=data_args.on_bad_example,
+                                        mic_audio_column="mic_audio" if "mic_audio" in train.column_names else None)
+    eval_sets = {name: filter_bad_examples(ds, on_bad_example=data_args.on_bad_example)[0].select_columns(
+        ["audio", "text"]) for name, ds in eval_sets.items()}
+    if data_args.max_eval_samples:
+        eval_sets = {k: v.select(range(min(len(v), data_args.max_eval_samples))) for k, v in eval_sets.items()}
+    if needs_mic_clip(objective) and "mic_audio" not in train.column_names:
+        raise ValueError("objective 'distill' needs paired data: set --mic_audio_column")
+    return TrainingData(train=train, eval_sets=eval_sets, condition=condition, corpus=corpus, report=report)
+
+
+__all__ = [
+    "TrainingData",
+    "build_demo_data",
+    "eval_split",
+    "load_training_data",
+    "load_user_data",
+    "mic_rows",
+    "mix_mic_rows",
+    "mix_user_mic_rows",
+]

@@ -1,0 +1,306 @@
+# Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
+"""The frozen tower's outputs, computed once per clip: the feature cache and the collator that trains from it.
+
+The audio tower is frozen, so its output for a clip never changes during training. :func:`build_feature_cache`
+runs it once per clip (on the valid frames only) and writes the result to a memory-mapped Arrow file keyed by
+:func:`feature_cache_fingerprint` (every tower weight, the feature extractor and every clip);
+:class:`CachedFeatureCollator` builds training batches from it, so an epoch runs the adapter and the LLM only.
+"""
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..audio import SAMPLING_RATE, audio_to_array
+from ..audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer, execution_device, pooled_lengths
+
+logger = logging.getLogger(__name__)
+
+
+#: Values sampled (evenly strided) from every tower tensor for the cache key, on top of exact sums over all values.
+_FINGERPRINT_SAMPLES = 1024
+#: Rows per Arrow record batch while the cache is written (bounded memory, whatever the corpus size).
+_CACHE_WRITER_BATCH = 256
+_CACHE_FILE = "features.arrow"
+
+
+_INTEGER_VIEWS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+@functools.lru_cache(maxsize=16)
+def _position_weights(numel: int, device: str, dtype: torch.dtype) -> torch.Tensor:
+    """1, 2, ..., 251, 1, 2, ... (a tower has a handful of distinct tensor sizes: computed once per size)."""
+    return torch.arange(numel, device=device, dtype=dtype) % 251 + 1
+
+
+def _tensor_digest(tensor: torch.Tensor) -> bytes:
+    """A cheap, exact, device-independent digest of one weight: dtype, shape, two integer sums over the raw bits of
+    every value (plain and position-weighted) and an evenly strided sample of the values.
+
+    The bits are summed as integers (wrapping modulo 2**32, or 2**64 for 8-byte values), so the result is exact and
+    the same on any device and in any reduction order; a change of any single value changes the plain sum, and the
+    weighted sum and the sample see values that trade places. Runs where the tensor lives (CUDA/MPS too) and moves
+    only a few numbers to the CPU: about 1.5 s for the 32-layer encoder on one CPU thread.
+    """
+    values = tensor.detach()
+    head = f"{values.dtype}{tuple(values.shape)}".encode()
+    if values.is_meta:  # an offloaded weight without its value here: only its shape and dtype can count
+        return head + b"meta"
+    flat = values.reshape(-1)
+    if flat.numel() == 0:
+        return head
+    if flat.dtype == torch.bool:
+        flat = flat.to(torch.uint8)
+    bits = flat.contiguous().view(_INTEGER_VIEWS[flat.element_size()])
+    accumulate = torch.int64 if bits.element_size() == 8 else torch.int32
+    bits = bits.to(accumulate)
+    weights = _position_weights(bits.numel(), str(bits.device), accumulate)
+    sums = torch.stack([bits.sum(dtype=accumulate), (bits * weights).sum(dtype=accumulate)]).cpu().tolist()
+    step = max(1, bits.numel() // _FINGERPRINT_SAMPLES)
+    sample = bits[::step][:_FINGERPRINT_SAMPLES].cpu().numpy()
+    return head + ",".join(map(str, sums)).encode() + sample.tobytes()
+
+
+def feature_cache_fingerprint(model, feature_extractor, dataset, audio_columns, batch_size: int = 64,
+                              encoder_layers=None) -> str:
+    """A key over the base model (every audio-tower weight), the feature extractor, the trim setting, where each
+    column is taken (``encoder_layers``) and every clip.
+
+    Any change of a tower weight, a feature-extractor setting or a clip's samples gives another cache. The clips are
+    read in batches of ``batch_size`` (the corpus is never decoded into memory at once).
+    """
+    digest = hashlib.sha256()
+    layers = {column: (encoder_layers or {}).get(column) for column in audio_columns}
+    if any(layer is not None for layer in layers.values()):  # keys of tower-output caches stay as they were
+        digest.update(json.dumps(layers, sort_keys=True).encode())
+    digest.update(str(model.config.base_model_name_or_path or model.config.name_or_path).encode())
+    digest.update(json.dumps(model.config.audio_config.to_dict(), sort_keys=True, default=str).encode())
+    digest.update(f"trim={bool(getattr(model.config, 'trim_audio_tower', True))}".encode())
+    for name, tensor in sorted(model.model.audio_tower.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(_tensor_digest(tensor))
+    digest.update(feature_extractor.to_json_string().encode())
+    digest.update(f"rows={len(dataset)}".encode())
+    for column in audio_columns:
+        digest.update(column.encode())
+        for batch in dataset.select_columns([column]).iter(batch_size=batch_size):
+            for value in batch[column]:
+                digest.update(audio_to_array(value).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _load_cached_features(path: str):
+    import datasets
+
+    return datasets.Dataset.from_file(os.path.join(path, _CACHE_FILE))
+
+
+def _with_cached_features(dataset, features, audio_columns, drop_columns=()):
+    """``dataset`` (less ``drop_columns``) plus the cached ``<column>_encoder`` columns, read as numpy arrays."""
+    import datasets
+
+    names = [f"{column}_encoder" for column in audio_columns]
+    clash = [name for name in names if name in dataset.column_names]
+    clash += [name for name in drop_columns if name in dataset.column_names and name not in clash]
+    if clash:
+        dataset = dataset.remove_columns(clash)
+    if len(features) != len(dataset):
+        raise ValueError(f"feature cache has {len(features)} rows, the dataset {len(dataset)}")
+    if dataset._indices is not None:  # a filtered/selected dataset: align its rows with the cache's (this copies
+        dataset = dataset.flatten_indices()  # the remaining columns: drop the audio first with `drop_columns`)
+    result = datasets.concatenate_datasets([dataset, features.select_columns(names)], axis=1)
+    # float16 as stored (numpy format would otherwise widen to float32); the collator casts per batch
+    return result.with_format("numpy", columns=names, output_all_columns=True, dtype=np.float16)
+
+
+def _tower_device(tower) -> torch.device:
+    return execution_device(tower)
+
+
+@torch.no_grad()
+def build_feature_cache(model, processor, dataset, audio_columns=("audio",), cache_dir=None, batch_size=16,
+                        progress=True, device=None, drop_columns=(), encoder_layers=None):
+    """Add the frozen tower's outputs for each audio column as ``<column>_encoder`` (float16, valid frames only).
+
+    ``encoder_layers``: ``{column: k}`` caches that column's hidden states after the tower's first ``k`` layers
+    instead (the input of an adapter inside the tower, ``DomainAdapterConfig.encoder_layer``; two frames per output
+    frame); a column not named, or named with ``None``, holds the tower's output.
+
+    The tower runs on ``device`` (default: where it is; ``train_hf.py`` moves the model to the training device
+    first, so a GPU encodes the corpus). The features are written to a memory-mapped Arrow file
+    ``cache_dir/<fingerprint>/features.arrow`` as they are computed (in record batches, so memory does not grow
+    with the corpus); a later call with the same tower weights, feature extractor and audio reuses it. Without
+    ``cache_dir`` a temporary file is used. The returned dataset reads the ``*_encoder`` columns in numpy format
+    (flat ``(frames * d_model,)`` float16 per clip; the collator reshapes them). ``drop_columns`` (e.g. the audio
+    columns, once encoded) are left out of the returned dataset.
+
+    Disk cost: ``frames * d_model * 2`` bytes per clip (25 encoder frames per second: 3 s at d_model 1280 =
+    75 * 1280 * 2 = 192 KB; at the mini base's d_model 128, 19 KB).
+    """
+    import shutil
+    import tempfile
+
+    audio_columns = tuple(audio_columns)
+    tower = model.model.audio_tower
+    if device is not None and torch.device(device) != _tower_device(tower):
+        if getattr(tower, "_hf_hook", None) is not None or getattr(model, "hf_device_map", None):
+            raise ValueError("build_feature_cache(device=...) cannot move a model dispatched with device_map; "
+                             "leave device unset (the tower runs where device_map put it)")
+        home = _tower_device(tower)
+        tower.to(device)
+        try:
+            return build_feature_cache(model, processor, dataset, audio_columns, cache_dir, batch_size, progress,
+                                       drop_columns=drop_columns, encoder_layers=encoder_layers)
+        finally:
+            tower.to(home)
+    layers = {column: (encoder_layers or {}).get(column) for column in audio_columns}
+    unknown = sorted(set(encoder_layers or {}) - set(audio_columns))
+    if unknown:
+        raise ValueError(f"encoder_layers names columns {unknown} that are not among audio_columns {audio_columns}")
+    fingerprint = feature_cache_fingerprint(model, processor.feature_extractor, dataset, audio_columns, batch_size,
+                                            encoder_layers=layers)
+    if cache_dir:
+        path = os.path.join(cache_dir, fingerprint)
+        if os.path.isfile(os.path.join(path, _CACHE_FILE)):
+            logger.info("feature cache hit: %s", path)
+            return _with_cached_features(dataset, _load_cached_features(path), audio_columns, drop_columns)
+        os.makedirs(cache_dir, exist_ok=True)
+        partial = tempfile.mkdtemp(prefix=f".{fingerprint}-", dir=cache_dir)
+    else:
+        path = partial = tempfile.mkdtemp(prefix="ldv-feature-cache-")
+    try:
+        _write_features(model, processor, dataset.select_columns(list(audio_columns)), layers,
+                        os.path.join(partial, _CACHE_FILE), batch_size, progress)
+        if cache_dir:
+            try:
+                os.replace(partial, path)  # appears complete or not at all (another process may have won)
+            except OSError:
+                shutil.rmtree(partial, ignore_errors=True)
+                if not os.path.isfile(os.path.join(path, _CACHE_FILE)):
+                    raise
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return _with_cached_features(dataset, _load_cached_features(path), audio_columns, drop_columns)
+
+
+def _write_features(model, processor, rows, layers: dict, file: str, batch_size: int, progress: bool) -> None:
+    """Encode every clip of ``rows`` (one column per key of ``layers``) and write ``<column>_encoder`` to the Arrow
+    ``file`` in record batches (bounded memory, whatever the corpus size)."""
+    import datasets
+    from datasets.arrow_writer import ArrowWriter
+    from tqdm.auto import tqdm
+
+    audio_columns = tuple(layers)
+    names = [f"{column}_encoder" for column in audio_columns]
+    features = datasets.Features({name: datasets.List(datasets.Value("float16")) for name in names})
+    tower = model.model.audio_tower
+    device = _tower_device(tower)
+    dtype = tower.conv1.weight.dtype
+    if not dtype.is_floating_point:  # a quantised conv: the compute dtype of the model
+        dtype = getattr(model, "dtype", torch.float32)
+    with ArrowWriter(features=features, path=file, writer_batch_size=_CACHE_WRITER_BATCH) as writer:
+        batches = rows.iter(batch_size=batch_size)
+        for batch in tqdm(batches, total=math.ceil(len(rows) / batch_size), desc="caching tower features",
+                          disable=not progress):
+            encoded = {}
+            for column, name in zip(audio_columns, names):
+                encoded[name] = _encode_clips(model, processor, batch[column], layers[column], device, dtype)
+            writer.write_batch(encoded)
+        writer.finalize()
+
+
+def _encode_clips(model, processor, clips: list, layer: int | None, device, dtype) -> list[np.ndarray]:
+    """The tower's output (``layer`` ``None``) or its states after ``layer`` layers for each clip: flat
+    ``(frames * d_model,)`` float16 over the valid frames."""
+    tower = model.model.audio_tower
+    inputs = processor.feature_extractor([audio_to_array(r) for r in clips], sampling_rate=SAMPLING_RATE,
+                                         return_attention_mask=True, padding="max_length", return_tensors="pt")
+    if layer is None:
+        hidden, lengths = encode_audio(tower, inputs["input_features"].to(device, dtype),
+                                       inputs["attention_mask"].to(device), trim=model.config.trim_audio_tower)
+    else:
+        hidden, lengths = encode_audio_to_layer(tower, inputs["input_features"].to(device, dtype),
+                                                inputs["attention_mask"].to(device), layer,
+                                                trim=model.config.trim_audio_tower)
+    hidden = hidden.to(torch.float16).cpu().numpy()
+    return [hidden[row, :length].reshape(-1) for row, length in enumerate(lengths.tolist())]
+
+
+@dataclass
+class CachedFeatureCollator:
+    """Batches for training from cached tower outputs (no ``input_features``; the tower is skipped).
+
+    Builds the same token sequence the processor builds (one ``<|AUDIO|>`` per encoder frame), right-padded, with
+    labels on the transcript and the final eos only.
+    """
+
+    processor: Any
+    instruction: str
+    feature_key: str = "audio_encoder"
+    text_key: str = "text"
+    mic_feature_key: str | None = None
+    d_model: int = 0  # the audio encoder's width
+    # the cached features are the tower's states before its 2x pooling (an adapter inside the tower): one <|AUDIO|>
+    # token per output frame, (frames - 2) // 2 + 1 of them
+    inside_tower: bool = False
+
+    def _frames(self, flat) -> torch.Tensor:
+        """A cached clip: flat ``(frames * d_model,)`` float16 -> ``(frames, d_model)`` float32.
+
+        ``build_feature_cache`` returns the columns in numpy format (one array per clip, no Python floats);
+        lists still work, only slower.
+        """
+        if isinstance(flat, torch.Tensor):
+            return flat.reshape(-1, self.d_model).float()
+        return torch.from_numpy(np.asarray(flat, dtype=np.float16)).reshape(-1, self.d_model).float()
+
+    def __post_init__(self):
+        from ..data.collator import DataCollatorForQwen2AudioLDV
+
+        if self.d_model <= 0:
+            raise ValueError("CachedFeatureCollator needs `d_model` (the audio encoder's width)")
+        # the same prompt and end-of-transcript token as training from audio
+        reference = DataCollatorForQwen2AudioLDV(processor=self.processor, instruction=self.instruction, mode="train")
+        self._prompt, self._end_token = reference.prompt, reference.end_token
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        tokenizer = self.processor.tokenizer
+        audio_token = self.processor.audio_token
+        prompt = self._prompt
+        features = [self._frames(e[self.feature_key]) for e in examples]
+        lengths = torch.tensor([f.shape[0] for f in features])
+        sequences, prompt_lengths = [], []
+        tokens = pooled_lengths(lengths) if self.inside_tower else lengths
+        for count in tokens.tolist():
+            expanded = prompt.replace(audio_token, audio_token * count)
+            prompt_lengths.append(len(tokenizer(expanded, add_special_tokens=False)["input_ids"]))
+            sequences.append(expanded)
+        texts = [s + e[self.text_key] + self._end_token for s, e in zip(sequences, examples)]
+        batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
+        labels = batch["input_ids"].clone()
+        for row, n in enumerate(prompt_lengths):
+            labels[row, :n] = -100
+        labels[batch["attention_mask"] == 0] = -100
+        out = {
+            "input_ids": batch["input_ids"],
+            "attention_mask": batch["attention_mask"],
+            "labels": labels,
+            "audio_encoder_hidden_states": torch.nn.utils.rnn.pad_sequence(features, batch_first=True),
+            "audio_encoder_lengths": lengths,
+        }
+        if self.mic_feature_key:
+            mic = [self._frames(e[self.mic_feature_key]) for e in examples]
+            out["mic_audio_encoder_hidden_states"] = torch.nn.utils.rnn.pad_sequence(mic, batch_first=True)
+        return out
+
+
+__all__ = ["CachedFeatureCollator", "build_feature_cache", "feature_cache_fingerprint"]
