@@ -28,10 +28,6 @@ from modeling_qwen2audio_ldv.training.pipeline import (
 )
 from modeling_qwen2audio_ldv.training.trainer import DomainAdapterTrainer
 
-# also reached as train_hf.<name> (tests/test_data_tools.py, tests/test_quantization_device_map.py)
-from modeling_qwen2audio_ldv.training.data import eval_split, mix_user_mic_rows  # noqa: F401
-from modeling_qwen2audio_ldv.training.pipeline import quantization_kwargs  # noqa: F401
-
 logger = logging.getLogger("train_hf")
 REPO_ROOT = Path(__file__).resolve().parent
 DEFAULT_RECIPE = REPO_ROOT / "configuration" / "recipes" / "demo.yaml"

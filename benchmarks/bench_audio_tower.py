@@ -57,7 +57,7 @@ def mini_base_effects(base: str) -> None:
     from transformers import AutoProcessor
 
     from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration
-    from modeling_qwen2audio_ldv.training.trainer import build_feature_cache
+    from modeling_qwen2audio_ldv.training.feature_cache import build_feature_cache
 
     processor = AutoProcessor.from_pretrained(base)
     model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(

@@ -6,7 +6,7 @@ Held-out test utterances of the default corpus (unseen voices and texts, digit s
 are concatenated, ``--per-recording`` at a time (default: enough for about five windows, at least 8) with
 pauses drawn from ``--pause`` seconds, into recordings several windows long; each recording then passes one
 light microphone channel (gain, white noise 35-55 dB below the speech: the mini base's held-out channel,
-``mini_world.microphone_channel``), so its background is the same throughout, as in one real recording. The same
+``mini_base_data.microphone_channel``), so its background is the same throughout, as in one real recording. The same
 audio is transcribed two ways:
 
 - one by one: cut at the known utterance boundaries (plus the corpus clips' 50 ms edges), each piece fits the
@@ -55,7 +55,7 @@ def long_recordings(clips: list[np.ndarray], texts: list[str], args: argparse.Na
     """``(recordings, references, pieces)``: ``args.per_recording`` clips at a time joined with pauses and passed
     through one microphone channel; each recording's joined texts; and the recordings cut back at the utterance
     boundaries (the one-by-one input). Sets ``args.per_recording`` when it is ``None``."""
-    from modeling_qwen2audio_ldv.synthetic.mini_world import microphone_channel
+    from modeling_qwen2audio_ldv.synthetic.mini_base_data import microphone_channel
 
     if args.per_recording is None:  # recordings about five windows long, whatever the window
         typical = float(np.mean([len(c) for c in clips])) / SAMPLING_RATE + float(np.mean(args.pause))

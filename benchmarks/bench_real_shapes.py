@@ -91,7 +91,7 @@ def mel_input(seconds: float, n_mels: int = 128):
 def tower_rows(args, results):
     from transformers import Qwen2AudioEncoder, Qwen2AudioEncoderConfig, WhisperFeatureExtractor
 
-    from modeling_qwen2audio_ldv.training.trainer import _tensor_digest
+    from modeling_qwen2audio_ldv.training.feature_cache import _tensor_digest
 
     extractor = WhisperFeatureExtractor(feature_size=128)
     clip = np.random.default_rng(0).standard_normal(int(args.clip_seconds * 16000)).astype(np.float32) * 0.1

@@ -38,9 +38,9 @@ def test_a_failing_row_fails_the_run_and_is_recorded(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("feature cache broke")
 
-    import modeling_qwen2audio_ldv.training.trainer as training
+    import modeling_qwen2audio_ldv.training.feature_cache as feature_cache
 
-    monkeypatch.setattr(training, "build_feature_cache", broken)
+    monkeypatch.setattr(feature_cache, "build_feature_cache", broken)
     with pytest.raises(RuntimeError, match="feature cache broke"):
         bench.main(["--tiny", "--output", str(tmp_path)])
     results = json.loads((tmp_path / "bench_7b.json").read_text())

@@ -12,6 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import train_hf  # noqa: E402
+from modeling_qwen2audio_ldv.training.data import eval_split, mix_user_mic_rows  # noqa: E402
 
 pytestmark = pytest.mark.speech
 
@@ -48,7 +49,7 @@ def test_mic_fraction_applies_to_paired_user_data(paired_corpus):
     from modeling_qwen2audio_ldv.data.loading import load_audio_dataset
 
     train = load_audio_dataset(paired_corpus, split="train", mic_audio_column="mic_file_name")
-    mixed = train_hf.mix_user_mic_rows(train, 0.5, seed=3)
+    mixed = mix_user_mic_rows(train, 0.5, seed=3)
     raw = mixed.cast_column("audio", __import__("datasets").Audio(decode=False)).cast_column(
         "mic_audio", __import__("datasets").Audio(decode=False))
     audio, mic = [r["path"] for r in raw["audio"]], [r["path"] for r in raw["mic_audio"]]
@@ -56,7 +57,7 @@ def test_mic_fraction_applies_to_paired_user_data(paired_corpus):
     assert [a == m for a, m in zip(audio, mic)] == expected.tolist()
     assert 0 < expected.sum() < len(train)
     assert all("/mic/" in m for m in mic) and list(mixed["text"]) == list(train["text"])
-    assert train_hf.mix_user_mic_rows(train, 0.0, seed=3) is train
+    assert mix_user_mic_rows(train, 0.0, seed=3) is train
 
 
 def _manifest(paired_corpus: Path, path: Path, column: str) -> Path:
@@ -89,9 +90,9 @@ def test_eval_split_choice():
     from datasets import Dataset, DatasetDict
 
     one = Dataset.from_dict({"text": ["a"]})
-    assert train_hf.eval_split(DatasetDict({"train": one}), "m.jsonl", given_for_evaluation=True) is one
-    assert train_hf.eval_split(DatasetDict({"train": one, "test": one}), "d", given_for_evaluation=False) is one
+    assert eval_split(DatasetDict({"train": one}), "m.jsonl", given_for_evaluation=True) is one
+    assert eval_split(DatasetDict({"train": one, "test": one}), "d", given_for_evaluation=False) is one
     with pytest.raises(ValueError, match="no test/validation split"):
-        train_hf.eval_split(DatasetDict({"train": one}), "d", given_for_evaluation=False)
+        eval_split(DatasetDict({"train": one}), "d", given_for_evaluation=False)
     with pytest.raises(ValueError, match="none of them test or validation"):
-        train_hf.eval_split(DatasetDict({"a": one, "b": one}), "d", given_for_evaluation=True)
+        eval_split(DatasetDict({"a": one, "b": one}), "d", given_for_evaluation=True)

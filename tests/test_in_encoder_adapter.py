@@ -12,7 +12,8 @@ from conftest import noise_clips
 from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration, add_domain_adapter_to_model
 from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer, finish_audio_tower
 from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
-from modeling_qwen2audio_ldv.training.trainer import CachedFeatureCollator, DomainAdapterTrainer, build_feature_cache
+from modeling_qwen2audio_ldv.training.feature_cache import CachedFeatureCollator, build_feature_cache
+from modeling_qwen2audio_ldv.training.trainer import DomainAdapterTrainer
 from test_modeling import assert_loads_without_the_package, make_inputs
 from test_training_steps import DISTILL_WEIGHT, INSTRUCTION, paired_dataset, sgd_step_args
 

@@ -150,13 +150,15 @@ def test_4bit_recipe_loads_the_base_in_4bit_with_a_bfloat16_compute_dtype():
     sys.path.insert(0, str(repo))
     import train_hf
 
+    from modeling_qwen2audio_ldv.training.pipeline import quantization_kwargs
+
     recipe = repo / "configuration" / "recipes" / "qwen2_audio_7b_4bit.yaml"
     (model_args, _, _, _, training_args), _ = train_hf.parse_arguments([str(recipe), "--output_dir", "unused",
                                                                         "--bf16", "false"])
-    kwargs = train_hf.quantization_kwargs(model_args, "cuda:0")
+    kwargs = quantization_kwargs(model_args, "cuda:0")
     config = kwargs["quantization_config"]
     assert config.load_in_4bit and not config.load_in_8bit and config.bnb_4bit_quant_type == "nf4"
     assert config.bnb_4bit_compute_dtype == torch.bfloat16
     assert kwargs["device_map"] == {"": "cuda:0"}  # one device per process, as the Trainer expects
     model_args.load_in_4bit = False
-    assert train_hf.quantization_kwargs(model_args, "cpu") == {}
+    assert quantization_kwargs(model_args, "cpu") == {}

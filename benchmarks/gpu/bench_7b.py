@@ -172,12 +172,12 @@ def measure(args, results):
     # 3. the feature cache on the GPU
     import datasets
 
-    from modeling_qwen2audio_ldv.training.trainer import (
+    from modeling_qwen2audio_ldv.training.feature_cache import (
         CachedFeatureCollator,
-        DomainAdapterTrainer,
         build_feature_cache,
         feature_cache_fingerprint,
     )
+    from modeling_qwen2audio_ldv.training.trainer import DomainAdapterTrainer
 
     rows = datasets.Dataset.from_dict({
         "audio": [{"array": c, "sampling_rate": 16000} for c in batch_clips],

@@ -18,16 +18,6 @@ from ..configuration_qwen2audio_ldv import DomainAdapterConfig
 from ..modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
 from .objectives import LM, LossSettings, objective_loss, parse_objectives, warmup_objective
 
-# The feature cache and the distillation loss lived in this module before training/ was split into modules; code
-# written against it (tests, benchmarks/gpu/bench_7b.py, ...) imports these names from here.
-from .feature_cache import (  # noqa: E402,F401
-    CachedFeatureCollator,
-    _tensor_digest,
-    build_feature_cache,
-    feature_cache_fingerprint,
-)
-from .objectives import DISTILL_LOSSES, distillation_loss  # noqa: E402,F401
-
 logger = logging.getLogger(__name__)
 
 
