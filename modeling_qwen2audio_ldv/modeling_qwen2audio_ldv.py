@@ -352,6 +352,9 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
             **kwargs,
         )
 
+    # Adapted from transformers.models.qwen2_audio.modeling_qwen2_audio.Qwen2AudioForConditionalGeneration.forward
+    # (the language model, then `lm_head` on the kept positions); differs in taking a 2-D bool mask of positions and
+    # computing the loss on those positions only.
     def _forward_selected_logits(self, input_ids, attention_mask, position_ids, cache, inputs_embeds, labels,
                                  use_cache, logits_to_keep, **kwargs):
         """The language model, then the head on the kept positions only (see ``logits_to_keep`` in ``forward``)."""

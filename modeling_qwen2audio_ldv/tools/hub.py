@@ -218,6 +218,45 @@ def _hyperparameters(adapter: Mapping[str, Any], d_model: Any) -> list[tuple[str
     return rows
 
 
+def _base_model_text(base: str | None, base_revision: str | None, hub_base: str | None,
+                     adapter_only: bool) -> tuple[str, list[str]]:
+    """The card's words for the base model, and what is missing about it (a local or unrecorded base)."""
+    missing: list[str] = []
+    if hub_base:
+        text = f"[`{base}`](https://huggingface.co/{base})"
+        if base_revision:
+            text += f" at revision `{base_revision}`"
+    elif base:
+        text = f"`{base}` (a local directory)"
+        missing.append(f"The base model is the local directory `{base}`, which exists only on the machine that "
+                       f"trained the adapter: `from_pretrained` works only where that directory exists. "
+                       f"Republish with `base_model=\"{_DEFAULT_BASE_HINT}\"` (or the Hub id of your base).")
+    else:
+        text = "not recorded"
+        missing.append("No base model reference (`base_model_name_or_path` is not set), so this repository "
+                       + ("holds the full model weights instead of the adapter alone."
+                          if not adapter_only else "cannot be loaded with `from_pretrained` until "
+                          "`base_model_name_or_path` is set in `config.json`."))
+    return text, missing
+
+
+def _card_data(results: Mapping[str, Any] | None, condition: str | None, datasets: list[str], hub_base: str | None,
+               license: str | None, tags: Sequence[str] | None, repo_id: str) -> ModelCardData:
+    """The card's YAML metadata: base model, tags, datasets and the model-index results."""
+    eval_results = eval_results_from(results, condition, datasets[0] if datasets else None)
+    return ModelCardData(
+        base_model=hub_base,
+        library_name="transformers",
+        license=license,
+        tags=list(dict.fromkeys([*CARD_TAGS, *(tags or [])])),
+        datasets=datasets or None,
+        metrics=list(_ERROR_RATES) if eval_results else None,
+        model_name=repo_id.split("/")[-1] if eval_results else None,
+        eval_results=eval_results or None,
+        **({"base_model_relation": "adapter"} if hub_base else {}),
+    )
+
+
 # -------------------------------------------------------------------------------------------------------- card
 def adapter_card(
     folder: str | os.PathLike,
@@ -255,24 +294,9 @@ def adapter_card(
     d_model = (config.get("audio_config") or {}).get("d_model")
     num_parameters, weights_file = _count_adapter_parameters(folder)
     adapter_only = (folder / ADAPTER_WEIGHTS_NAME).is_file()
-    missing: list[str] = []
 
     hub_base = base if is_hub_id(base) else None
-    if hub_base:
-        base_model_text = f"[`{base}`](https://huggingface.co/{base})"
-        if base_revision:
-            base_model_text += f" at revision `{base_revision}`"
-    elif base:
-        base_model_text = f"`{base}` (a local directory)"
-        missing.append(f"The base model is the local directory `{base}`, which exists only on the machine that "
-                       f"trained the adapter: `from_pretrained` works only where that directory exists. "
-                       f"Republish with `base_model=\"{_DEFAULT_BASE_HINT}\"` (or the Hub id of your base).")
-    else:
-        base_model_text = "not recorded"
-        missing.append("No base model reference (`base_model_name_or_path` is not set), so this repository "
-                       + ("holds the full model weights instead of the adapter alone."
-                          if not adapter_only else "cannot be loaded with `from_pretrained` until "
-                          "`base_model_name_or_path` is set in `config.json`."))
+    base_model_text, missing = _base_model_text(base, base_revision, hub_base, adapter_only)
     if not condition:
         missing.append("The LDV condition (surface, distance, device) the adapter was trained for was not given.")
     if not datasets:
@@ -280,20 +304,7 @@ def adapter_card(
     results_rows = _results_rows(results, condition)
     if not results_rows:
         missing.append("No evaluation results (CER/WER) were given: the adapter's benefit is unmeasured here.")
-
-    eval_results = eval_results_from(results, condition, datasets[0] if datasets else None)
-    model_name = repo_id.split("/")[-1]
-    card_data = ModelCardData(
-        base_model=hub_base,
-        library_name="transformers",
-        license=license,
-        tags=list(dict.fromkeys([*CARD_TAGS, *(tags or [])])),
-        datasets=datasets or None,
-        metrics=list(_ERROR_RATES) if eval_results else None,
-        model_name=model_name if eval_results else None,
-        eval_results=eval_results or None,
-        **({"base_model_relation": "adapter"} if hub_base else {}),
-    )
+    card_data = _card_data(results, condition, datasets, hub_base, license, tags, repo_id)
 
     preset = ((results or {}).get("adapter") or {}).get("preset")
     adapter_type = adapter.get("adapter_type", "transformer")
@@ -313,7 +324,7 @@ def adapter_card(
     return ModelCard.from_template(
         card_data,
         template_path=str(MODEL_CARD_TEMPLATE),
-        title=model_name,
+        title=repo_id.split("/")[-1],
         repo_id=repo_id,
         revision=revision or _PLACEHOLDER_REVISION,
         revision_note=revision_note,
