@@ -46,6 +46,36 @@ def test_a_stereo_file_at_another_rate_is_averaged_and_resampled(tmp_path):
     np.testing.assert_array_equal(to_mono(stereo.T, 32_000, "clip"), expected)
 
 
+def test_an_array_at_another_rate_is_resampled_at_the_rate_given():
+    """Transcription takes arrays at any ``sampling_rate``: 8 kHz in, twice the samples out (polyphase 2/1);
+    the rate of a datasets dict wins over the argument."""
+    clip = noise(8_000, seed=2)
+    expected = resample_poly(clip, 2, 1).astype(np.float32)
+    np.testing.assert_array_equal(load_recording(clip, sampling_rate=8_000), expected)
+    np.testing.assert_array_equal(load_recording(torch.from_numpy(clip), sampling_rate=8_000), expected)
+    np.testing.assert_array_equal(load_recording({"array": clip, "sampling_rate": 8_000}, sampling_rate=44_100),
+                                  expected)
+    at_44k = noise(44_100, seed=3)  # 44.1 kHz -> 16 kHz: up 160, down 441 (the ratio reduced by gcd 100)
+    np.testing.assert_array_equal(load_recording(at_44k, sampling_rate=44_100),
+                                  resample_poly(at_44k, 160, 441).astype(np.float32))
+    assert load_recording(at_44k, sampling_rate=44_100).shape == (16_000,)
+
+
+def test_audio_bytes_decode_whatever_their_path(tmp_path):
+    """A datasets ``Audio(decode=False)`` value holds the bytes and the file's original name, which need not
+    exist here (an archive member, another machine): the bytes are decoded, the path is not opened."""
+    import io
+
+    clip = noise(4_000, seed=4)
+    buffer = io.BytesIO()
+    sf.write(buffer, clip, 16_000, format="WAV", subtype="FLOAT")
+    samples, rate = decode_audio_file({"path": "archive.tar.gz::clips/0001.wav", "bytes": buffer.getvalue()})
+    assert rate == 16_000 and samples.shape == (4_000, 1)
+    np.testing.assert_array_equal(samples[:, 0], clip)
+    with pytest.raises(FileNotFoundError, match="clips/0001.wav"):
+        decode_audio_file({"path": "clips/0001.wav", "bytes": None})
+
+
 def test_errors_name_the_clip(tmp_path):
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF0000WAVEnot audio")

@@ -232,6 +232,27 @@ def test_error_policy_names_the_first_bad_file(bad_folder):
     assert first.reason in message and f"{len(BAD) - 1} other" in message
 
 
+def test_paired_rows_are_judged_by_both_clips(tmp_path):
+    """With ``mic_audio_column`` a row is bad when either clip is (the problem names the column); the good rows'
+    hours count their LDV clips only; a clip of exactly ``max_seconds`` is kept, a sample more is too long."""
+    for name, samples in {"ldv_a.wav": tone(0.5), "ldv_b.wav": tone(0.25), "ldv_c.wav": tone(0.5),
+                          "ldv_d.wav": tone(0.5), "mic_a.wav": tone(0.4), "mic_c.wav": np.zeros(SR // 4, np.float32),
+                          "mic_d.wav": tone(0.5 + 1 / SR)}.items():
+        write_wav(tmp_path / name, samples)
+    (tmp_path / "mic_b.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    rows = {"audio": [str(tmp_path / f"ldv_{k}.wav") for k in "abcd"],
+            "mic_audio": [str(tmp_path / f"mic_{k}.wav") for k in "abcd"], "text": ["a", "b", "c", "d"]}
+    dataset = Dataset.from_dict(rows)
+    report = validate_dataset(dataset, mic_audio_column="mic_audio", max_seconds=0.5)
+    found = {(bad.index, bad.column, bad.reason) for bad in report.bad_examples}
+    assert found == {(1, "mic_audio", "decode_error"), (2, "mic_audio", "silent"), (3, "mic_audio", "too_long")}
+    assert report.good_indices == [0] and report.audio_seconds == pytest.approx(0.5)  # ldv_a.wav, not mic_a.wav
+    clean, _ = filter_bad_examples(dataset, mic_audio_column="mic_audio", max_seconds=0.5)
+    assert clean["text"] == ["a"]
+    # without the pairing only the LDV clips are judged: every row is good
+    assert validate_dataset(dataset, max_seconds=0.5).ok
+
+
 def run_cli(argv):
     parser = argparse.ArgumentParser()
     register_cli(parser.add_subparsers(dest="command", required=True))

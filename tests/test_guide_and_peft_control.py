@@ -71,6 +71,40 @@ def test_train_with_domain_adapter_lowers_the_validation_loss_and_trains_only_th
     assert sorted(g["lr"] for g in Spy.groups) == [2e-3, 2e-3, 2e-2]
 
 
+def test_gradients_reach_the_optimiser_clipped_to_max_grad_norm(monkeypatch):
+    """The step sees the backward pass's gradient scaled by ``max_grad_norm / ||g||`` when ``||g||`` is larger
+    (clipping after ``backward()``), and ``g`` itself without clipping. ``g`` is computed here by hand with the
+    guide's own loss on the same weights and batch (no dropout, so the two passes are the same)."""
+    model, processor = guide_model(zero_init=False)
+    rng = np.random.default_rng(3)
+    rows = [{"audio": (0.1 * rng.standard_normal(9000)).astype(np.float32), "text": t} for t in ("one two", "nine")]
+    batch = DataCollatorForQwen2AudioLDV(processor, mode="train")(rows)
+    model.train()
+    batch_loss(model, dict(batch)).backward()
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    raw = {id(p): p.grad.clone() for p in parameters}
+    norm = float(torch.sqrt(sum(g.pow(2).sum() for g in raw.values())))
+    model.zero_grad(set_to_none=True)
+    seen = []
+
+    class Recorder(torch.optim.AdamW):
+        def step(self, closure=None):
+            seen.append({id(p): p.grad.clone() for group in self.param_groups for p in group["params"]})
+            return super().step(closure)
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recorder)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    for max_grad_norm, factor in ((norm / 10, 0.1), (None, 1.0), (10 * norm, 1.0)):
+        model.load_state_dict(state)
+        train_with_domain_adapter(model, processor, [batch], num_epochs=1, learning_rate=1e-3, device="cpu",
+                                  max_grad_norm=max_grad_norm, progress=False)
+        grads = seen.pop()
+        assert grads.keys() == raw.keys()
+        for key, gradient in grads.items():
+            torch.testing.assert_close(gradient, raw[key] * factor, rtol=1e-3, atol=1e-6 * norm * factor)
+    assert norm > 1e-6  # a gradient that is not 0 (measured: ~1.6e-3), so the scaled and the raw one differ
+
+
 def test_train_with_domain_adapter_refuses_a_trainable_base_and_batches_without_labels():
     model, processor = guide_model()
     train_loader, _ = loaders(processor)
@@ -216,6 +250,13 @@ def test_enable_disable_and_print_trainable_parameters(tiny_base_dir, capsys):
                 pass
             assert not model.domain_adapters_enabled and torch.equal(model(**batch).logits, base)
         assert model.domain_adapters_enabled and torch.equal(model(**batch).logits, adapted)
+        for before in (True, False):  # an error inside the block leaves the switch where it was too
+            model.set_domain_adapters_enabled(before)
+            with pytest.raises(KeyError, match="inside the block"), model.disable_domain_adapter():
+                raise KeyError("inside the block")
+            assert model.domain_adapters_enabled is before
+        model.set_domain_adapters_enabled(True)
+        assert torch.equal(model(**batch).logits, adapted)
     assert not torch.equal(adapted, base)
 
     model.print_trainable_parameters()

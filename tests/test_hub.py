@@ -346,6 +346,43 @@ def test_each_named_adapter_saves_alone_and_reloads(two_adapter_dirs, tiny_base,
     assert model.active_domain_adapter == "default"  # saving a named adapter does not switch the active one
 
 
+def test_a_full_save_writes_the_active_adapter_whichever_it_is(two_adapter_dirs, tiny_base, tiny_base_dir, tmp_path):
+    """With ``b`` (two layers) made active, a full checkpoint holds ``b``'s weights as ``domain_adapter.*`` and
+    ``b``'s configuration, and loads back as ``b`` (not the ``default`` slot's one-layer adapter)."""
+    _, processor = tiny_base
+    model = fresh_model(tiny_base_dir)
+    model.load_domain_adapter(two_adapter_dirs["b"], adapter_name="b")
+    model.set_domain_adapter("b")
+    model.save_pretrained(tmp_path / "full", adapter_only=False)
+    saved = load_file(tmp_path / "full" / "model.safetensors")
+    adapter_keys = {k for k in saved if k.startswith("domain_adapter")}
+    b_state = model.domain_adapters["b"].state_dict()
+    assert adapter_keys == {f"domain_adapter.{k}" for k in b_state}
+    assert all(torch.equal(saved[f"domain_adapter.{k}"], v) for k, v in b_state.items())
+    assert json.loads((tmp_path / "full" / "config.json").read_text())["domain_adapter"]["num_layers"] == 2
+    reloaded = Qwen2AudioLDVForConditionalGeneration.from_pretrained(tmp_path / "full").eval()
+    inputs = make_inputs(processor)
+    with torch.no_grad():
+        assert torch.equal(reloaded(**inputs).logits, model(**inputs, audio_domain=["b"] * 3).logits)
+    with pytest.raises(ValueError, match="a full save writes the active adapter"):
+        model.save_pretrained(tmp_path / "other", adapter_only=False, adapter_name="default")
+
+
+def test_freezing_trains_the_active_adapter_only_among_similar_names(tiny_base_dir):
+    """``room`` active next to ``room2``: the trainable parameters are ``domain_adapters.room.*`` only (the prefix
+    ends at the name)."""
+    model = fresh_model(tiny_base_dir)
+    config = {"num_heads": 4, "ff_dim": 32, "num_layers": 1}
+    model.add_domain_adapter("room2", config, set_active=False)
+    model.add_domain_adapter("room", config)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {f"domain_adapters.room.{k}" for k, _ in model.domain_adapters["room"].named_parameters()}
+    model.set_domain_adapter("room2")
+    model.freeze_base_model()
+    assert {name for name, p in model.named_parameters() if p.requires_grad} == {
+        f"domain_adapters.room2.{k}" for k, _ in model.domain_adapters["room2"].named_parameters()}
+
+
 def test_stock_push_to_hub_uploads_the_adapter_only_folder(hub, tiny_base, tiny_base_dir, tmp_path):
     """``model.push_to_hub`` is transformers' own: it uploads what ``save_pretrained`` writes (here adapter-only)."""
     _, processor = tiny_base

@@ -142,6 +142,33 @@ def test_adapter_batch_invariance_and_padding_untouched(adapter_type):
     assert (batched_garbage[mask] - batched[mask]).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("use_gate", [True, False])
+def test_mlp_adapter_is_its_formula(use_gate):
+    """``y = x + scale * sigmoid(W_g x + b_g) * (W_u GELU(W_d LayerNorm(x) + b_d) + b_u)`` on the valid frames, ``x``
+    on the padded ones, written out from the module's own weights (``scale`` -0.7: a correction added with the
+    wrong sign, or gated by the wrong input, shows)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(1)
+    config = DomainAdapterConfig(adapter_type="mlp", bottleneck_dim=8, zero_init=False, dropout=0.0,
+                                 use_gate=use_gate, scale_init=-0.7)
+    adapter = MLPDomainAdapter(config, D).eval()
+    with torch.no_grad():
+        for parameter in adapter.parameters():  # non-trivial LayerNorm and biases too
+            parameter.add_(0.3 * torch.randn_like(parameter))
+        x = torch.randn(2, 7, D)
+        mask = torch.arange(7)[None] < torch.tensor([7, 4])[:, None]
+        out = adapter(x, mask)
+        normed = F.layer_norm(x, (D,), adapter.norm.weight, adapter.norm.bias, adapter.norm.eps)
+        delta = F.linear(F.gelu(F.linear(normed, adapter.down.weight, adapter.down.bias)), adapter.up.weight,
+                         adapter.up.bias)
+        if use_gate:
+            delta = torch.sigmoid(F.linear(x, adapter.gate[0].weight, adapter.gate[0].bias)) * delta
+        expected = torch.where(mask[..., None], x + adapter.scale * delta, x)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    assert (out[mask] - x[mask]).abs().amax(-1).min() > 0  # every valid frame is changed
+
+
 def test_model_batch_invariance(tiny_base):
     base, processor = tiny_base
     model = adapted(base, adapter_type="transformer", num_heads=4, ff_dim=32, zero_init=False)

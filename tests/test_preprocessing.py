@@ -136,6 +136,26 @@ def test_rows_from_a_datasets_audio_column(tiny_base):
     assert (batch["labels"] != -100).sum(-1).tolist() == [len(t) + 1 for t in TEXTS]
 
 
+def test_a_clip_of_exactly_the_window_is_kept(tiny_base):
+    """The limit is inclusive: a clip of exactly the encoder's window (2 s on the tiny processor) is collated with
+    every mel frame valid (200) and ``((200 - 1) // 2 + 1 - 2) // 2 + 1 = 50`` audio tokens; one sample more is
+    refused."""
+    _, processor = tiny_base
+    window = processor.feature_extractor.n_samples
+    assert window == 2 * SR
+    clip, longer = noise_clips((window, window + 1), seed=6)
+    batch = DataCollatorForQwen2AudioLDV(processor)([{"audio": clip, "text": "x"}])
+    assert batch["feature_attention_mask"].sum().item() == 200
+    audio_id = processor.tokenizer.convert_tokens_to_ids("<|AUDIO|>")
+    assert int((batch["input_ids"] == audio_id).sum()) == encoder_frames(window) == 50
+    with pytest.raises(ValueError, match=r"2\.00 s, longer than 2 s"):
+        DataCollatorForQwen2AudioLDV(processor)([{"audio": longer, "text": "x"}])
+    # max_audio_seconds is inclusive too: 0.5 s = 8000 samples passes a 0.5 s limit
+    short = noise_clips((SR // 2,), seed=7)[0]
+    assert DataCollatorForQwen2AudioLDV(processor, max_audio_seconds=0.5)([{"audio": short, "text": "x"}])[
+        "feature_attention_mask"].sum().item() == 50
+
+
 def test_bad_audio_and_text_raise_clear_errors(tiny_base):
     _, processor = tiny_base
     collator = DataCollatorForQwen2AudioLDV(processor)

@@ -117,6 +117,49 @@ def test_gap_recovered_rejects_non_finite():
         gap_recovered(0.5, math.nan, 0.1)
 
 
+# Each wrong microphone (or LDV) figure gives another value: the right one is (0.6 - 0.3) / (0.6 - 0.1) = 0.6;
+# the microphone's adapted CER 0.3 / 0.4 = 0.75, its baseline WER 0.3 / 0.25 = 1.2, its adapted WER
+# 0.3 / 0.15 = 2.0, the LDV WERs (0.8 - 0.5) / (0.8 - 0.35) = 0.667, the adapted LDV CER as the reference
+# (0.6 - 0.3) / (0.3 - 0.1) = 1.5.
+GAP_SCORES = {
+    "ldv": {"baseline": {"cer": 0.6, "wer": 0.8}, "adapted": {"cer": 0.3, "wer": 0.5}},
+    "mic": {"baseline": {"cer": 0.1, "wer": 0.35}, "adapted": {"cer": 0.2, "wer": 0.45}},
+}
+
+
+def test_gap_recovered_of_a_run_in_results_json_and_markdown(tmp_path, monkeypatch):
+    """The demo's results path: ``evaluate_run`` (``training/pipeline.py``) -> ``write_results`` ->
+    ``results.json`` and ``results.md``, with the eval scores set by hand; and the Markdown's own computation when
+    ``gap_recovered`` is missing."""
+    import copy
+    from types import SimpleNamespace
+
+    import modeling_qwen2audio_ldv.evaluation.evaluate as evaluate_module
+    from modeling_qwen2audio_ldv.training.arguments import (
+        AdapterArguments,
+        DataArguments,
+        ModelArguments,
+        ObjectiveArguments,
+    )
+    from modeling_qwen2audio_ldv.training.data import TrainingData
+    from modeling_qwen2audio_ldv.training.pipeline import evaluate_run
+
+    predictions = {name: {"reference": ["one"], "baseline": ["won"], "adapted": ["one"]} for name in GAP_SCORES}
+    monkeypatch.setattr(evaluate_module, "evaluate_sets",
+                        lambda *args, **kwargs: (copy.deepcopy(GAP_SCORES), predictions))
+    model = SimpleNamespace(num_domain_adapter_parameters=lambda: 10,
+                            config=SimpleNamespace(adapter_config=SimpleNamespace(to_dict=lambda: {})))
+    data = TrainingData(train=[{}] * 3, eval_sets={"ldv": [], "mic": []}, condition="cardboard_box")
+    results = evaluate_run(model, None, data, ModelArguments(), AdapterArguments(), DataArguments(),
+                           ObjectiveArguments(), train_seconds=1.0)
+    json_path, md_path = write_results(results, tmp_path)
+    saved = json.loads(json_path.read_text(encoding="utf-8"))
+    assert saved["gap_recovered"] == pytest.approx(0.6, abs=1e-12)
+    assert "Gap recovered (LDV vs microphone, CER): 60.0%" in md_path.read_text(encoding="utf-8").splitlines()
+    del saved["gap_recovered"]
+    assert "Gap recovered (LDV vs microphone, CER): 60.0%" in results_markdown(saved).splitlines()
+
+
 def _assert_png(path):
     data = path.read_bytes()
     assert len(data) > 1000

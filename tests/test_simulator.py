@@ -224,6 +224,25 @@ def test_disabled_effects_leave_surface_output_unchanged():
     assert np.array_equal(simulate_ldv(mic, RATE, zero_rates, seed=2), plain)
 
 
+def test_each_stage_draws_from_its_own_stream():
+    """Switching one random stage on leaves the other stages' draws as they were: with the same seed, the noise
+    and drift added together are the noise added alone plus the drift added alone (each a difference from the
+    plain surface output), sample for sample. A shared random stream would shift the noise's draws by the
+    drift's. Another seed gives other noise."""
+    mic = white_noise(2.0)
+
+    def added(seed=6, **effects):
+        plain = simulate_ldv(mic, RATE, surface_only(), seed=seed, normalize=False).astype(np.float64)
+        return simulate_ldv(mic, RATE, surface_only(**effects), seed=seed, normalize=False).astype(np.float64) - plain
+
+    noise_only = added(snr_db=(10.0, 20.0))
+    drift_only = added(drift_level_db=(-30.0, -20.0))
+    both = added(snr_db=(10.0, 20.0), drift_level_db=(-30.0, -20.0))
+    scale = np.max(np.abs(noise_only))
+    assert np.max(np.abs(both - (noise_only + drift_only))) <= 1e-6 * scale
+    assert np.max(np.abs(added(seed=7, snr_db=(10.0, 20.0)) - noise_only)) > 0.1 * scale
+
+
 def test_snr_of_white_noise_floor():
     # Noise with a 0 dB/octave slope (white) at SNR 10 dB: noise power = speech power / 10.
     mic = white_noise(5.0)

@@ -135,6 +135,49 @@ def constant_pairs(n):
     return data.cast_column("ldv_audio", audio).cast_column("mic_audio", audio)
 
 
+def test_demo_eval_sets_hold_the_clips_their_names_say(monkeypatch):
+    """``build_demo_data`` on a stand-in corpus whose clips carry their source as a constant (the training
+    condition's LDV clips 0.5, the cross condition's 0.25, microphone clips -0.5): ``ldv`` is the training
+    condition's LDV test clips, ``mic`` their microphone clips, ``ldv_window`` the cross condition's LDV clips, and
+    training uses the training condition's rows (every LDV draw) only."""
+    import modeling_qwen2audio_ldv.synthetic.corpus as corpus_module
+    from modeling_qwen2audio_ldv.training.arguments import DataArguments
+    from modeling_qwen2audio_ldv.training.data import build_demo_data
+
+    def fake_corpus(num_train, num_eval, seed, conditions, **kwargs):
+        audio = datasets.Audio(sampling_rate=16000)
+
+        def split(name, count):
+            rows = [(c.name, i) for c in conditions for i in range(count)]
+            level = {"cardboard_box": 0.5, "window": 0.25}
+            ldv = [{"array": np.full(160, level.get(c, 0.75), np.float32), "sampling_rate": 16000} for c, _ in rows]
+            mic = [{"array": np.full(160, -0.5, np.float32), "sampling_rate": 16000} for _ in rows]
+            data = datasets.Dataset.from_dict({"ldv_audio": ldv, "mic_audio": mic, "condition": [c for c, _ in rows],
+                                               "text": [f"{name} {c} {i}" for c, i in rows]})
+            return data.cast_column("ldv_audio", audio).cast_column("mic_audio", audio)
+
+        return datasets.DatasetDict({"train": split("train", num_train), "test": split("test", num_eval)})
+
+    monkeypatch.setattr(corpus_module, "build_paired_corpus", fake_corpus)
+    args = DataArguments(condition="cardboard_box", eval_condition="window", num_train_utterances=3,
+                         num_eval_utterances=2, mic_fraction=0.0, ldv_draws=2)
+    train, eval_sets, _ = build_demo_data(args, seed=0)
+    assert set(eval_sets) == {"ldv", "mic", "ldv_window"}
+
+    def levels(rows):
+        return {float(np.asarray(row["audio"]["array"])[0]) for row in rows}
+
+    assert levels(eval_sets["ldv"]) == {0.5} and levels(eval_sets["mic"]) == {-0.5}
+    assert levels(eval_sets["ldv_window"]) == {0.25}
+    assert list(eval_sets["ldv"]["text"]) == list(eval_sets["mic"]["text"]) == [
+        "test cardboard_box 0", "test cardboard_box 1"]
+    # training: the condition's rows and its second draw (another simulator seed, level 0.75 here), no window rows
+    assert sorted(train["text"]) == sorted([f"train cardboard_box {i}" for i in range(3)]
+                                           + [f"train cardboard_box~draw1 {i}" for i in range(3)])
+    assert levels(train) == {0.5, 0.75}
+    assert {float(np.asarray(row["mic_audio"]["array"])[0]) for row in train} == {-0.5}
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 1.0])
 def test_mic_fraction_sets_the_share_of_microphone_rows(fraction):
     n = 160

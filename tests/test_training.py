@@ -34,6 +34,48 @@ def test_distillation_loss_by_hand():
         distillation_loss(student, teacher, lengths, "l1")
 
 
+def test_distillation_loss_over_rows_of_different_lengths_by_hand():
+    """Two clips padded to 3 frames, valid 1 and 3: the mean is over the 4 valid frames, not per row and not over
+    the 6 padded ones; ``mse+cosine`` is the sum of both terms."""
+    student = torch.tensor([[[2.0, 0.0], [7.0, 7.0], [7.0, 7.0]],
+                            [[1.0, 1.0], [0.0, 3.0], [1.0, 0.0]]])
+    teacher = torch.tensor([[[0.0, 0.0], [0.0, 0.0], [0.0, 0.0]],
+                            [[1.0, 1.0], [0.0, 1.0], [0.0, 1.0]]])
+    lengths = torch.tensor([1, 3])
+    # squared error per frame, averaged over d_model: row 0 frame 0: (4 + 0) / 2 = 2; row 1: 0, (0 + 4) / 2 = 2,
+    # (1 + 1) / 2 = 1 -> (2 + 0 + 2 + 1) / 4 = 1.25 (per-row means would give (2 + 1) / 2 = 1.5)
+    assert distillation_loss(student, teacher, lengths, "mse").item() == pytest.approx(1.25)
+    # 1 - cos per frame: row 0 frame 0 against a zero teacher: 1; row 1: 0, 0 (parallel), 1 (orthogonal) -> 2 / 4
+    assert distillation_loss(student, teacher, lengths, "cosine").item() == pytest.approx(0.5, abs=1e-6)
+    assert distillation_loss(student, teacher, lengths, "mse+cosine").item() == pytest.approx(1.75, abs=1e-6)
+    # a teacher one frame shorter than the student: only the frames both have count (row 1's third drops out)
+    assert distillation_loss(student, teacher[:, :2], lengths, "mse").item() == pytest.approx(4 / 3)
+
+
+def test_a_batch_outside_a_step_is_normalised_by_its_own_supervised_tokens(tiny_base):
+    """``lm`` without a step's count (evaluation, the guide's loop) is the mean token cross-entropy over the
+    batch's supervised tokens: the stock model's own loss on the same batch (rows of 2 and 19 target tokens, so a
+    mean of row means or a division by the padded length differs)."""
+    from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
+    from modeling_qwen2audio_ldv.training.objectives import LossSettings, objective_loss
+
+    base, processor = tiny_base
+    model = add_domain_adapter_to_model(copy.deepcopy(base), adapter_type="transformer", num_heads=4, ff_dim=32,
+                                        dropout=0.0, zero_init=False).eval()
+    clips = noise_clips([9000, 12000], seed=8)
+    batch = DataCollatorForQwen2AudioLDV(processor)([{"audio": c, "text": t}
+                                                     for c, t in zip(clips, ["a", "one two three four"])])
+    assert (batch["labels"][:, 1:] != -100).sum(-1).tolist() == [2, 19]  # the transcript and <|im_end|>
+    with torch.no_grad():
+        expected = model(**batch).loss  # transformers' causal LM loss: mean over the shifted labels
+        loss, _ = objective_loss(model, dict(batch), parse_objectives("lm"), LossSettings(), training=False)
+        counted, _ = objective_loss(model, dict(batch), parse_objectives("lm"), LossSettings(), training=True,
+                                    counts={"lm": torch.tensor(42)})
+    torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+    # inside a step the same sum is divided by the step's count instead: 21 tokens here, 42 given
+    torch.testing.assert_close(counted, expected * 21 / 42, rtol=1e-6, atol=0)
+
+
 def test_objective_names_come_from_the_registry_and_a_bad_part_is_named():
     assert OBJECTIVE_NAMES == ("lm", "distill", "lm+distill")
     assert [o.name for o in parse_objectives("lm+distill")] == ["lm", "distill"]  # the order the terms add up

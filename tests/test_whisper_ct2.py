@@ -137,6 +137,64 @@ def test_nonzero_key_bias_and_bad_files_are_refused(tmp_path):
         read_ctranslate2(path)
 
 
+def _fake_whisper_packages(monkeypatch, root, part1, part2, versions=("1.0.0", "1.0.0")):
+    """The two pinned packages as folders under ``root`` holding ``part1``/``part2`` (and a ``tokenizer.json``),
+    found by ``importlib.util.find_spec`` and ``importlib.metadata.version`` as if pip had installed them."""
+    import importlib.metadata
+    import importlib.util
+    from types import SimpleNamespace
+
+    from modeling_qwen2audio_ldv.synthetic.whisper_ct2 import WHISPER_BASE_PACKAGES
+
+    origins, installed = {}, {}
+    for (name, _, relative), data, version in zip(WHISPER_BASE_PACKAGES, (part1, part2), versions):
+        module, inside = relative.split("/", 1)
+        (root / module / "data").mkdir(parents=True)
+        (root / module / "__init__.py").write_text("")
+        (root / module / inside).write_bytes(data)
+        (root / module / "data" / "tokenizer.json").write_bytes(b'{"tokens": []}')
+        origins[module], installed[name] = str(root / module / "__init__.py"), version
+    real_find_spec, real_version = importlib.util.find_spec, importlib.metadata.version
+    monkeypatch.setattr(importlib.util, "find_spec", lambda module, *a: SimpleNamespace(origin=origins[module])
+                        if module in origins else real_find_spec(module, *a))
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed[name] if name in installed
+                        else real_version(name))
+
+
+def test_whisper_base_bytes_are_refused_unless_their_sha256_is_the_pinned_one(tmp_path, monkeypatch):
+    """The packages are a third party's: bytes whose sha256 differs from the pinned one are an error (not a
+    warning), the joined bytes are returned only when it matches; a package of another version is refused too."""
+    import hashlib
+
+    from modeling_qwen2audio_ldv.synthetic import whisper_asr, whisper_ct2
+
+    part1, part2 = b"first half of model.bin|", b"|second half"
+    monkeypatch.setattr(whisper_ct2, "WHISPER_BASE_SHA256", hashlib.sha256(part1 + part2).hexdigest())
+    _fake_whisper_packages(monkeypatch, tmp_path / "good", part1, part2)
+    assert whisper_ct2.whisper_base_model_bytes() == part1 + part2
+
+    tampered = bytearray(part2)
+    tampered[3] ^= 1  # one bit
+    _fake_whisper_packages(monkeypatch, tmp_path / "tampered", part1, bytes(tampered))
+    with pytest.raises(ValueError, match="refusing weights that are not the pinned ones"):
+        whisper_ct2.whisper_base_model_bytes()
+    _fake_whisper_packages(monkeypatch, tmp_path / "swapped", part2, part1)  # the parts joined in the wrong order
+    with pytest.raises(ValueError, match="sha256"):
+        whisper_ct2.whisper_base_model_bytes()
+    _fake_whisper_packages(monkeypatch, tmp_path / "newer", part1, part2, versions=("1.0.0", "1.0.1"))
+    with pytest.raises(ImportError, match="1.0.1 is installed"):
+        whisper_ct2.whisper_base_model_bytes()
+
+    # the tokenizer and generation files are checked the same way
+    monkeypatch.setattr(whisper_asr, "WHISPER_BASE_DATA_SHA256",
+                        {"tokenizer.json": hashlib.sha256(b"other").hexdigest()})
+    with pytest.raises(ValueError, match="tokenizer.json has sha256"):
+        whisper_asr.whisper_base_data_path("tokenizer.json")
+    monkeypatch.setattr(whisper_asr, "WHISPER_BASE_DATA_SHA256",
+                        {"tokenizer.json": hashlib.sha256(b'{"tokens": []}').hexdigest()})
+    assert whisper_asr.whisper_base_data_path("tokenizer.json").read_bytes() == b'{"tokens": []}'
+
+
 # ---------------------------------------------------------------------------------------------------- decoder
 VOCAB, TARGETS = 7, 5
 
