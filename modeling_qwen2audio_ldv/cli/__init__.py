@@ -14,6 +14,7 @@ SUBCOMMAND_MODULES = (
     "cli.transcribe",
     "cli.simulate",
     "cli.corpus",
+    "cli.real_voices",
     "cli.data",
     "cli.mini_base",
     "cli.evaluate",

@@ -40,7 +40,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         action="extend",
         nargs="+",
         default=None,
-        help="eSpeak voices (at least 3; the last ones are held out for validation/test; default: built-in list)",
+        help="voices (at least 3; the last ones are held out for validation/test; default: built-in eSpeak list): "
+        "eSpeak voices (en-us+f3) or flite:<voice> / festival:<voice> (flite:slt, festival:kal_diphone; "
+        "synthetic.voices.NATURAL_VOICES lists them in a speaker-disjoint order)",
     )
     parser.add_argument("--language", choices=LANGUAGES, default="en", help="text and voice language (default en)")
     parser.add_argument(
@@ -51,6 +53,19 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
         help="text kinds (default: all; the repo's mini base reads digit strings only: --kinds digits)",
     )
     parser.add_argument("--no-mic-augment", action="store_true", help="store the synthesised microphone clip as is")
+    parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="speech-training augmentations (synthetic.augment.SpeechAugmentation defaults): speed 0.9-1.1 and pitch "
+        "on the talker; room response, level and background noise on the microphone clip; seeded per utterance",
+    )
+    parser.add_argument(
+        "--held-out",
+        action="extend",
+        nargs="+",
+        default=None,
+        help="real-voice set manifests whose speakers are refused, beside the built-in ones and the registered sets",
+    )
     parser.add_argument("--num-proc", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
         "--audiofolder",
@@ -78,6 +93,8 @@ def run_synth_corpus(args: argparse.Namespace) -> int:
         mic_augment=not args.no_mic_augment,
         kinds=tuple(args.kinds),
         num_proc=args.num_proc,
+        augment=args.augment,
+        held_out=args.held_out,
     )
     corpus.save_to_disk(str(args.output))
     logger.info("wrote %s", args.output)

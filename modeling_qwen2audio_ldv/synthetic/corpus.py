@@ -1,10 +1,14 @@
 # Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
-"""Paired microphone / LDV speech corpus, synthesised with eSpeak NG.
+"""Paired microphone / LDV speech corpus, synthesised with eSpeak NG (and, on request, Flite and Festival voices).
 
 The mini world trains and evaluates on speech that anyone can regenerate offline: short industrial-control
 utterances (:func:`~modeling_qwen2audio_ldv.synthetic.texts.make_texts`: digit strings, commands, status sentences)
 spoken by eSpeak NG voices (:func:`~modeling_qwen2audio_ldv.synthetic.espeak.synthesize`), each paired with its
-simulated LDV recording (:func:`~modeling_qwen2audio_ldv.synthetic.simulator.simulate_ldv`).
+simulated LDV recording (:func:`~modeling_qwen2audio_ldv.synthetic.simulator.simulate_ldv`). Voices named
+``"flite:<voice>"`` or ``"festival:<voice>"`` (:mod:`~modeling_qwen2audio_ldv.synthetic.voices`) speak through
+those engines instead; ``augment`` adds speech-training augmentations
+(:mod:`~modeling_qwen2audio_ldv.synthetic.augment`). A voice of a held-out test speaker
+(:mod:`~modeling_qwen2audio_ldv.data.held_out`) is refused.
 
 eSpeak NG is GPL-3.0 and stays an optional extra (``pip install "qwen2audio-ldv[speech]"``): this module
 imports without it and loads the library (bundled by the ``espeakng-loader`` package) only when speech is
@@ -40,9 +44,12 @@ import numpy as np
 import soundfile as sf
 
 from ..audio import SAMPLING_RATE
-from .espeak import synthesize
+from ..data.held_out import HeldOutRegistry, resolve_registry
+from .augment import SpeechAugmentation, microphone_channel, perturb_speech
+from .espeak import synthesize  # noqa: F401  (re-exported: callers take the eSpeak synthesiser from here)
 from .simulator import DEFAULT_CONDITION, LDVCondition, get_condition, simulate_ldv
 from .texts import TEXT_KINDS, check_language, make_texts
+from .voices import NEUTRAL_PITCH, supports_pitch, synthesize_voice, voice_speaker
 
 logger = logging.getLogger(__name__)
 
@@ -152,12 +159,18 @@ class _Utterance:
     seed: int
     conditions: tuple[LDVCondition, ...]
     mic_augment: bool
+    augment: SpeechAugmentation | None = None
 
 
 def _render(job: _Utterance) -> list[dict[str, Any]]:
     """Synthesise one utterance and simulate its LDV recording under each condition."""
-    clean = synthesize(job.text, voice=job.voice, rate=job.rate, pitch=job.pitch)
-    if job.mic_augment:
+    clean = synthesize_voice(job.text, voice=job.voice, rate=job.rate, pitch=job.pitch)
+    if job.augment is not None:
+        # the perturbed talker is what both the microphone and the LDV hear; the room, level and noise are the
+        # microphone's own (the LDV gets the simulator's channel)
+        clean = perturb_speech(clean, SAMPLING_RATE, _derived_seed(job.seed, "talker", job.utterance_id), job.augment)
+        mic = microphone_channel(clean, SAMPLING_RATE, _derived_seed(job.seed, "room", job.utterance_id), job.augment)
+    elif job.mic_augment:
         mic = _mic_channel(clean, np.random.default_rng(_derived_seed(job.seed, "mic", job.utterance_id)))
     else:
         mic = clean
@@ -241,6 +254,8 @@ def build_paired_corpus(
     num_proc: int = 1,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    augment: SpeechAugmentation | bool | None = None,
+    held_out: HeldOutRegistry | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
 ) -> Any:
     """Synthesise a paired microphone / LDV corpus with held-out texts and held-out voices.
 
@@ -248,7 +263,9 @@ def build_paired_corpus(
     ``pitch_range``. It yields one row per LDV condition: with several conditions the same microphone clip
     (identical bytes) appears once per condition, next to that condition's LDV clip.
 
-    Splits are disjoint in text (every text occurs in one split only) and in voice (:func:`split_voices`).
+    Splits are disjoint in text (every text occurs in one split only), in voice (:func:`split_voices`) and in
+    speaker (two voices built from one speaker's recordings, e.g. ``flite:slt`` and
+    ``festival:cmu_us_slt_arctic_hts``, are never in different splits).
     Everything derives from ``seed``: texts from ``make_texts(num_train + 2 * num_eval, seed)`` (the first
     ``num_eval`` for ``test``, the next ``num_eval`` for ``validation``, the rest for ``train``), each
     utterance's voice, rate and pitch and its microphone noise from ``(seed, utterance_id)``, each LDV clip's
@@ -259,8 +276,12 @@ def build_paired_corpus(
         num_eval: utterances in each of ``validation`` and ``test``.
         seed: corpus seed.
         conditions: LDV conditions (preset names, JSON paths or :class:`LDVCondition`), names distinct.
-        voices: eSpeak voices, split by :func:`split_voices`; or a mapping ``{"train": [...], "validation":
-            [...], "test": [...]}`` of disjoint voice lists. ``None``: ``DEFAULT_VOICES[language]``.
+        voices: eSpeak voices (``"en-us+f3"``) or other engines' voices (``"flite:slt"``,
+            ``"festival:kal_diphone"``: :mod:`~modeling_qwen2audio_ldv.synthetic.voices`), split by
+            :func:`split_voices`; or a mapping ``{"train": [...], "validation": [...], "test": [...]}`` of disjoint
+            voice lists. ``None``: ``DEFAULT_VOICES[language]``. Flite and Festival take the drawn rate as a
+            duration stretch and the pitch as a pitch factor; a voice without pitch control speaks at its own
+            pitch (its rows' ``pitch`` is 50).
         language: ``"en"`` or ``"cmn"`` (Mandarin); selects the text templates and the default voices.
         mic_augment: pass the microphone clip through a light channel (gain -6..0 dB, white noise 35-55 dB
             below the speech), so it is not digitally clean; ``False`` stores the synthesised clip as is. The
@@ -272,6 +293,13 @@ def build_paired_corpus(
         cache_dir: folder for the Arrow files (memory-mapped by the returned dataset); default a temporary folder
             removed when the process exits: call ``save_to_disk`` to keep the corpus.
         progress: show a progress bar per split.
+        augment: speech-training augmentations (``True``: the defaults of
+            :class:`~modeling_qwen2audio_ldv.synthetic.augment.SpeechAugmentation`): each utterance's talker is
+            perturbed (speed 0.9-1.1, pitch) before both recordings, and its microphone clip gets a room response,
+            a level and background noise instead of the light ``mic_augment`` channel; every draw comes from
+            ``(seed, utterance_id)``. ``None``/``False``: none.
+        held_out: the held-out registry the voices are checked against (default:
+            :func:`~modeling_qwen2audio_ldv.data.held_out.default_registry`; manifest paths are added to it).
 
     Returns:
         ``datasets.DatasetDict`` with splits ``train`` (``num_train * len(conditions)`` rows), ``validation`` and
@@ -280,7 +308,10 @@ def build_paired_corpus(
         ``Audio`` columns of 16-bit WAV bytes) and ``duration`` (seconds).
 
     Raises:
-        ImportError: ``espeakng-loader`` is missing (``pip install "qwen2audio-ldv[speech]"``).
+        ImportError: ``espeakng-loader`` (or, with ``augment``, ``audiomentations``) is missing
+            (``pip install "qwen2audio-ldv[speech]"``).
+        FileNotFoundError: a Flite or Festival voice is asked for and the program is not installed.
+        HeldOutError: a voice speaks for a held-out test speaker (a ``ValueError``).
         ValueError: bad sizes, ranges, conditions or voices.
     """
     check_language(language)
@@ -288,9 +319,14 @@ def build_paired_corpus(
     resolved = _resolve_conditions(conditions)
     sizes = {"train": num_train, "validation": num_eval, "test": num_eval}
     voice_splits = _voice_splits(voices, language, sizes)
-    # Fail on a bad voice or a missing eSpeak now, not in a worker after minutes.
+    # every voice, the held-out splits' too: a test speaker heard in validation is as lost as one heard in training
+    resolve_registry(held_out).check_voices(voice for split in SPLITS for voice in voice_splits[split])
+    augmentation = SpeechAugmentation() if augment is True else (augment or None)
+    if augmentation is not None and not isinstance(augmentation, SpeechAugmentation):
+        raise ValueError(f"`augment` must be a bool or a SpeechAugmentation, got {type(augment).__name__}")
+    # Fail on a bad voice or a missing engine now, not in a worker after minutes.
     for voice in sorted({voice for split in SPLITS if sizes[split] for voice in voice_splits[split]}):
-        synthesize("a" if language == "en" else "一", voice=voice)
+        synthesize_voice("a" if language == "en" else "一", voice=voice)
 
     texts = make_texts(num_train + 2 * num_eval, seed, kinds=kinds, language=language)
     # test texts first, then validation, then train: the eval sets do not move when `num_train` changes (and a
@@ -298,7 +334,7 @@ def build_paired_corpus(
     offsets = {"test": 0, "validation": num_eval, "train": 2 * num_eval}
     jobs = {
         split: _utterance_jobs(split, [texts[offsets[split] + i] for i in range(sizes[split])], voice_splits[split],
-                               seed, rate_range, pitch_range, language, resolved, mic_augment)
+                               seed, rate_range, pitch_range, language, resolved, mic_augment, augmentation)
         for split in SPLITS
     }
     return _write_splits(jobs, cache_dir, num_proc, progress)
@@ -348,6 +384,13 @@ def _voice_splits(voices: Any, language: str, sizes: Mapping[str, int]) -> dict[
             shared = set(voice_splits[first]) & set(voice_splits[second])
             if shared:
                 raise ValueError(f"splits {first!r} and {second!r} share voices {sorted(shared)}")
+            speakers = set(map(voice_speaker, voice_splits[first])) & set(map(voice_speaker, voice_splits[second]))
+            if speakers:
+                pairs = [f"{v} ({voice_speaker(v)})" for split in (first, second) for v in voice_splits[split]
+                         if voice_speaker(v) in speakers]
+                raise ValueError(f"splits {first!r} and {second!r} share speakers: {', '.join(pairs)}; a held-out "
+                                 "split must not hear a speaker that another split has (order the voices so the "
+                                 "held-out tail holds whole speakers, or pass a mapping)")
     return voice_splits
 
 
@@ -361,6 +404,7 @@ def _utterance_jobs(
     language: str,
     conditions: tuple[LDVCondition, ...],
     mic_augment: bool,
+    augment: SpeechAugmentation | None = None,
 ) -> list[_Utterance]:
     """The synthesis jobs of one split: ``texts[i]`` is utterance ``<split>-<i:05d>``."""
     # Round robin from a seeded start: every voice of the split speaks about equally often.
@@ -369,17 +413,21 @@ def _utterance_jobs(
     for index, text in enumerate(texts):
         utterance_id = f"{split}-{index:05d}"
         rng = np.random.default_rng(_derived_seed(seed, "voice", utterance_id))
+        voice = voices[(start + index) % len(voices)]
+        rate = int(rng.integers(rate_range[0], rate_range[1] + 1))
+        pitch = int(rng.integers(pitch_range[0], pitch_range[1] + 1))  # drawn for every voice: the draws stay aligned
         jobs.append(
             _Utterance(
                 utterance_id=utterance_id,
                 text=text,
-                voice=voices[(start + index) % len(voices)],
-                rate=int(rng.integers(rate_range[0], rate_range[1] + 1)),
-                pitch=int(rng.integers(pitch_range[0], pitch_range[1] + 1)),
+                voice=voice,
+                rate=rate,
+                pitch=pitch if supports_pitch(voice) else NEUTRAL_PITCH,
                 language=language,
                 seed=int(seed),
                 conditions=conditions,
                 mic_augment=bool(mic_augment),
+                augment=augment,
             )
         )
     return jobs

@@ -140,6 +140,7 @@ def mix_user_mic_rows(train, mic_fraction: float, seed: int):
 
 def load_user_data(data_args: DataArguments, seed: int):
     """``--train_data`` (and ``--eval_data``, ``--mic_eval_data``): the training rows and the eval sets."""
+    from ..data.held_out import default_registry
     from ..data.loading import load_audio_dataset
 
     def load(source: str, **columns):
@@ -148,6 +149,8 @@ def load_user_data(data_args: DataArguments, seed: int):
 
     loaded = load(data_args.train_data, mic_audio_column=data_args.mic_audio_column)
     train = loaded["train"] if hasattr(loaded, "keys") else loaded
+    # the real-voice test set's speakers and files are for evaluation only (data.held_out): refuse them here
+    default_registry().check_rows(train, where=data_args.train_data)
     if data_args.eval_data:
         eval_source = eval_split(load(data_args.eval_data), data_args.eval_data, given_for_evaluation=True)
     else:
