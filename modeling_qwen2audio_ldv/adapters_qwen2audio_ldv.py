@@ -258,8 +258,8 @@ if set(ADAPTER_CLASSES) | {"none"} != set(ADAPTER_TYPES):  # pragma: no cover - 
 
 def build_domain_adapter(config: DomainAdapterConfig, input_dim: int, encoder_layers: int | None = None
                          ) -> nn.Module | None:
-    """The adapter module for ``config`` (``None`` for ``adapter_type="none"``); ``encoder_layers``: the tower's
-    layer count, the largest ``encoder_layer`` an adapter inside it may have."""
+    """The adapter module for ``config`` in float32 (``None`` for ``adapter_type="none"``); ``encoder_layers``: the
+    tower's layer count, the largest ``encoder_layer`` an adapter inside it may have."""
     if config.input_dim is not None and config.input_dim != input_dim:
         raise ValueError(f"adapter `input_dim` ({config.input_dim}) differs from the encoder's d_model ({input_dim})")
     if config.encoder_layer is not None and encoder_layers is not None and config.encoder_layer > encoder_layers:
@@ -267,7 +267,9 @@ def build_domain_adapter(config: DomainAdapterConfig, input_dim: int, encoder_la
                          f"{encoder_layers} layers (0..{encoder_layers}, or None for after the tower)")
     if config.adapter_type == "none":
         return None
-    return ADAPTER_CLASSES[config.adapter_type](config, input_dim)
+    # float32 whatever the default dtype (a bf16/fp16 base is built under it): the adapters are in the model's
+    # `_keep_in_fp32_modules_strict`, whose modules transformers expects to be float32 from construction on
+    return ADAPTER_CLASSES[config.adapter_type](config, input_dim).float()
 
 
 __all__ = [

@@ -12,6 +12,7 @@ safetensors (a transformers dependency) and, relatively, the other Hub files.
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from transformers.utils import cached_file
 from .adapter_bank_qwen2audio_ldv import (
     ADAPTER_WEIGHTS_NAME,
     CHECKPOINT_ADAPTER_PREFIX,
+    DEFAULT_ADAPTER_NAME,
     DOMAIN_ADAPTER_PREFIX,
     has_adapter_file,
     load_adapter_state,
@@ -46,6 +48,13 @@ _AUTO_MAP = {
     "AutoModelForSeq2SeqLM": "modeling_qwen2audio_ldv.Qwen2AudioLDVForConditionalGeneration",
     "AutoModelForMultimodalLM": "modeling_qwen2audio_ldv.Qwen2AudioLDVForConditionalGeneration",
 }
+
+
+#: A full checkpoint's adapter keys (``domain_adapter.*``) -> the ``default`` slot, as a ``from_pretrained`` key
+#: mapping: a model without adapters (``adapter_type="none"``) has no such keys, so this is not a conversion registered
+#: for the class (transformers expects each of those to match keys of every instance).
+_FULL_CHECKPOINT_KEY_MAPPING = {
+    "^" + re.escape(CHECKPOINT_ADAPTER_PREFIX): f"{DOMAIN_ADAPTER_PREFIX}{DEFAULT_ADAPTER_NAME}."}
 
 
 def _full_checkpoint_state(state_dict: dict[str, torch.Tensor], active_prefix: str) -> dict[str, torch.Tensor]:
@@ -76,6 +85,43 @@ def _raise_on_bad_loading_info(source: str, info: dict, allow_missing_adapter: b
             f"{source}: checkpoint does not match the model: missing keys {missing}, unexpected keys {unexpected}, "
             f"mismatched shapes {mismatched}"
         )
+
+
+def _recorded_base_reference(name: str) -> str:
+    """The base reference an adapter records: a local directory as an absolute path (a relative one resolves only
+    from the working directory it was loaded from), anything else (a Hub repo id) unchanged."""
+    return os.path.abspath(name) if os.path.isdir(name) else name
+
+
+def _resolve_base_reference(recorded: str, adapter_path: str) -> tuple[str, list[str]]:
+    """Where an adapter's recorded base is: ``(the reference to load, the local directories tried)``.
+
+    An absolute path is used as recorded. A relative one is tried against the adapter's own folder, then against the
+    working directory (adapters saved before references were recorded absolute hold paths relative to the directory
+    they were trained from); the first that is a directory is returned as an absolute path. When neither is, the
+    reference goes on unchanged: a Hub repo id (``Qwen/Qwen2-Audio-7B-Instruct``) is never turned into a path.
+    """
+    if os.path.isabs(recorded):
+        return recorded, [recorded]
+    tried = []
+    if os.path.isdir(adapter_path):
+        tried.append(os.path.normpath(os.path.join(os.path.abspath(adapter_path), recorded)))
+    tried.append(os.path.abspath(recorded))
+    for candidate in tried:
+        if os.path.isdir(candidate):
+            return candidate, tried
+    return recorded, tried
+
+
+def _base_not_found(adapter_path: str, base: str, tried: list[str], overridden: bool, error: Exception) -> str:
+    """The error for a base that is neither a local directory nor loadable from the Hub: what was tried, and how
+    to point at the base."""
+    source = "the base given" if overridden else "its base (`base_model_name_or_path` in config.json)"
+    attempts = [f"no directory at {', '.join(tried)}"] if tried else []
+    if not os.path.isabs(base):  # an absolute path is no repo id: transformers' Hub error would say only that
+        attempts.append(f"not loadable as a Hub repo id ({error})")
+    return (f"{adapter_path}: cannot load {source} {base!r}: {'; '.join(attempts)}. Point at the base model: "
+            "from_pretrained(..., base_model_name_or_path=DIRECTORY_OR_HUB_ID), or --base on the command line")
 
 
 class DomainAdapterCheckpointMixin:
@@ -115,6 +161,7 @@ class DomainAdapterCheckpointMixin:
         if adapter_only:
             if config.base_model_name_or_path is None:
                 raise ValueError("adapter_only=True needs config.base_model_name_or_path (the base to load it onto)")
+            config.base_model_name_or_path = _recorded_base_reference(config.base_model_name_or_path)
             if kwargs.get("is_main_process", True):
                 self._write_code_and_config(save_directory, config)
                 # adapter_type "none" writes an empty file: it still marks the folder as adapter-only (base + nothing)
@@ -128,6 +175,9 @@ class DomainAdapterCheckpointMixin:
                                             self.active_adapter_prefix())
         result = super().save_pretrained(save_directory, state_dict=state_dict, **kwargs)
         if kwargs.get("is_main_process", True):
+            # the stock save records the weights' dtype in the config (what dtype="auto" loads them in); this
+            # config.json replaces the one it wrote
+            config.dtype = self.config.dtype
             self._write_code_and_config(save_directory, config)
         return result
 
@@ -165,7 +215,7 @@ class DomainAdapterCheckpointMixin:
         config = Qwen2AudioLDVConfig.from_base_config(
             base_config,
             adapter_config or DomainAdapterConfig(),
-            base_model_name_or_path=base_model_name_or_path,
+            base_model_name_or_path=_recorded_base_reference(base_model_name_or_path),
             base_model_revision=kwargs.get("revision"),
         )
         # The new adapter's keys are expected to be missing (they are initialised); keep them out of the load
@@ -189,6 +239,11 @@ class DomainAdapterCheckpointMixin:
     def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
         """Load an adapter-only checkpoint (base from ``base_model_name_or_path``, then the adapter, strictly) or a
         full checkpoint. ``revision`` applies to this repo; the base uses ``config.base_model_revision``.
+
+        The recorded base is found wherever the adapter is loaded from: an absolute path as recorded, a relative one
+        against the adapter's folder and then the working directory, a Hub repo id unchanged. The keyword arguments
+        ``base_model_name_or_path`` and ``base_model_revision`` replace the recorded ones (as keyword arguments
+        override config attributes in transformers), e.g. for an adapter whose base lives elsewhere on this machine.
         """
         hub_kwargs = {k: kwargs[k] for k in ("revision", "cache_dir", "token", "local_files_only", "subfolder")
                       if k in kwargs}
@@ -198,6 +253,7 @@ class DomainAdapterCheckpointMixin:
             # a full checkpoint, or (None, config=..., state_dict=...) as with the stock class
             path = pretrained_model_name_or_path if pretrained_model_name_or_path is None else str(
                 pretrained_model_name_or_path)
+            kwargs["key_mapping"] = {**_FULL_CHECKPOINT_KEY_MAPPING, **(kwargs.get("key_mapping") or {})}
             model, info = super().from_pretrained(path, *model_args, output_loading_info=True, **kwargs)
             missing_adapter = [k for k in info.get("missing_keys") or [] if k.startswith(DOMAIN_ADAPTER_PREFIX)]
             if output_loading_info:
@@ -212,15 +268,28 @@ class DomainAdapterCheckpointMixin:
         config = kwargs.pop("config", None)
         if not isinstance(config, Qwen2AudioLDVConfig):
             config = Qwen2AudioLDVConfig.from_pretrained(path, **hub_kwargs)
-        if not config.base_model_name_or_path:
-            raise ValueError(f"{path}: adapter-only checkpoint without `base_model_name_or_path` in config.json")
+        override = kwargs.pop("base_model_name_or_path", None)
+        if override is not None:
+            base = str(override)
+            tried = [] if os.path.isdir(base) else [os.path.abspath(base)]
+        elif not config.base_model_name_or_path:
+            raise ValueError(f"{path}: adapter-only checkpoint without `base_model_name_or_path` in config.json; "
+                             "pass base_model_name_or_path=... (the base it was trained on)")
+        else:
+            base, tried = _resolve_base_reference(config.base_model_name_or_path, path)
         for key in ("revision", "subfolder", "trust_remote_code", "adapter_kwargs"):
             kwargs.pop(key, None)
-        base_revision = kwargs.pop("base_model_revision", config.base_model_revision)
+        # the recorded revision is the recorded base's: another base given is taken at its own default
+        base_revision = kwargs.pop("base_model_revision", None if override is not None else config.base_model_revision)
         if base_revision is not None:
             kwargs["revision"] = base_revision
-        loaded = cls.from_base_pretrained(config.base_model_name_or_path, adapter_config=config.adapter_config,
-                                          output_loading_info=output_loading_info, **kwargs)
+        try:
+            loaded = cls.from_base_pretrained(base, adapter_config=config.adapter_config,
+                                              output_loading_info=output_loading_info, **kwargs)
+        except OSError as error:
+            if os.path.isdir(base):  # the base is there and failed to load: its own error says why
+                raise
+            raise OSError(_base_not_found(path, base, tried, override is not None, error)) from error
         model, info = loaded if output_loading_info else (loaded, None)
         model.config.trim_audio_tower = config.trim_audio_tower
         weights = resolve_adapter_file(path, **hub_kwargs)

@@ -28,15 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import Qwen2AudioForConditionalGeneration
 from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
-from transformers.core_model_loading import WeightRenaming
 from transformers.masking_utils import create_bidirectional_mask
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.qwen2_audio.modeling_qwen2_audio import Qwen2AudioCausalLMOutputWithPast
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs
 from transformers.utils.deprecation import deprecate_kwarg
 
 from .adapter_bank_qwen2audio_ldv import (
     ADAPTER_WEIGHTS_NAME,
-    DEFAULT_ADAPTER_NAME,
     DOMAIN_ADAPTER_PREFIX,
     LDV_DOMAIN,
     MIC_DOMAIN,
@@ -46,6 +46,10 @@ from .adapters_qwen2audio_ldv import DomainAdapter, DomainAdapterOutput
 from .audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer, execution_device, finish_audio_tower
 from .checkpoints_qwen2audio_ldv import CODE_FILES, DomainAdapterCheckpointMixin
 from .configuration_qwen2audio_ldv import ADAPTER_PRESETS, DomainAdapterConfig, Qwen2AudioLDVConfig
+
+#: The adapters' module (``model.domain_adapters``) as transformers' module lists name it.
+_ADAPTERS_MODULE = DOMAIN_ADAPTER_PREFIX.rstrip(".")
+
 
 @dataclass
 class Qwen2AudioLDVAudioFeaturesOutput(BaseModelOutputWithPooling):
@@ -76,14 +80,31 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
     # device_map: an adapter is never split over devices
     _no_split_modules = [*Qwen2AudioForConditionalGeneration._no_split_modules, "TransformerDomainAdapter",
                          "MLPDomainAdapter"]
-    # quantisation (bitsandbytes & co. skip these modules) and the adapter's float32 weights on a bf16/fp16 base
-    _keep_in_fp32_modules = ["domain_adapters"]
-    _keep_in_fp32_modules_strict = ["domain_adapters"]
+    # the adapters stay float32 on an fp16 or bf16 base (they are also built in float32, as transformers expects of
+    # this list); a quantised model names them in `_keep_in_fp32_modules` instead (see `_list_adapters_as_fp32`)
+    _keep_in_fp32_modules_strict = [_ADAPTERS_MODULE]
 
     def __init__(self, config: Qwen2AudioLDVConfig):
         super().__init__(config)
         self._init_domain_adapter_state()
         self.post_init()
+        self._list_adapters_as_fp32()
+
+    def _list_adapters_as_fp32(self) -> None:
+        """Name the adapters (``domain_adapters``) in one of transformers' float32 lists; a module may be in one only.
+
+        Unquantised: ``_keep_in_fp32_modules_strict`` (float32 on an fp16 and a bf16 base). Quantised
+        (``config.quantization_config``, which ``from_pretrained`` sets before it builds the model):
+        ``_keep_in_fp32_modules``, the list transformers' quantisers (bitsandbytes & co.) leave unconverted; the
+        adapters still load in float32 on a bf16 base there, as loading keeps the dtype a parameter was built with
+        when no list applies. A model without adapters (``adapter_type="none"``) names them in neither list.
+        """
+        keep = set(self._keep_in_fp32_modules or ()) - {_ADAPTERS_MODULE}
+        strict = set(self._keep_in_fp32_modules_strict or ()) - {_ADAPTERS_MODULE}
+        if len(self.domain_adapters):
+            quantised = getattr(self.config, "quantization_config", None) is not None
+            (keep if quantised else strict).add(_ADAPTERS_MODULE)
+        self._keep_in_fp32_modules, self._keep_in_fp32_modules_strict = keep, strict
 
     def _init_weights(self, module):
         if isinstance(module, DomainAdapter):
@@ -197,14 +218,19 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
         """Tower -> adapter -> projector, as a [`Qwen2AudioLDVAudioFeaturesOutput`] (``pooler_output``: the projected
         ``(num_audios, frames, text_hidden)`` features; ``audio_output_lengths``: valid frames per audio).
 
-        With ``output_hidden_states`` / ``output_attentions`` the tower runs its stock (padded) forward, which
-        records them; otherwise it runs on the valid frames only when ``config.trim_audio_tower``.
+        With ``output_hidden_states`` / ``output_attentions`` (default: the audio tower's config, as the tower's own
+        forward reads them) the tower runs its stock (padded) forward, which records them; otherwise it runs on the
+        valid frames only when ``config.trim_audio_tower``.
         """
         audio_model = self.model
         tower = audio_model.audio_tower
         if feature_attention_mask is None:
             raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
         return_dict = return_dict if return_dict is not None else self.config.use_return_dict
+        if output_hidden_states is None:
+            output_hidden_states = tower.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = tower.config.output_attentions
         record = bool(output_hidden_states) or bool(output_attentions)
         layer = self._routed_encoder_layer(audio_domain, input_features.shape[0])
         if record and layer is not None:
@@ -262,9 +288,10 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
             if feature_attention_mask is None:
                 raise ValueError("feature_attention_mask is required with input_features (the processor returns it)")
             target_device = execution_device(self.model.audio_tower)
+            # the language model's pass records nothing of the tower (as the stock forward): the trimmed pass
             features = self.get_audio_features(
                 input_features.to(target_device), feature_attention_mask.to(target_device), audio_domain,
-                return_dict=True,
+                output_hidden_states=False, output_attentions=False, return_dict=True,
             )
             audio_features, lengths = features.pooler_output, features.audio_output_lengths
         valid = torch.arange(audio_features.shape[1], device=audio_features.device)[None, :] < lengths.to(
@@ -298,7 +325,7 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
         audio_encoder_lengths: torch.LongTensor | None = None,
         audio_features_adapted: bool = False,
         logits_to_keep: int | torch.Tensor = 0,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ):
         r"""Same as [`Qwen2AudioForConditionalGeneration.forward`], with the adapter in the audio path.
 
@@ -489,10 +516,10 @@ def add_domain_adapter_to_model(
     reference = next(model.parameters())
     model.__class__ = Qwen2AudioLDVForConditionalGeneration
     cls = Qwen2AudioLDVForConditionalGeneration
-    for name in ("_no_split_modules", "_keep_in_fp32_modules", "_keep_in_fp32_modules_strict"):
-        # post_init stored the stock class's sets on the instance: add this class's entries
-        setattr(model, name, set(getattr(model, name, None) or ()) | set(getattr(cls, name)))
+    # post_init stored the stock class's sets on the instance: add this class's entries
+    model._no_split_modules = set(model._no_split_modules or ()) | set(cls._no_split_modules)
     model._init_domain_adapter_state()
+    model._list_adapters_as_fp32()
     if model.domain_adapter is not None:
         model.domain_adapter.to(device=reference.device)
     model.freeze_base_model()
@@ -500,11 +527,11 @@ def add_domain_adapter_to_model(
 
 
 # transformers 5 renames the legacy Qwen2-Audio checkpoint keys by model type, which skips custom classes: register
-# the stock renaming for this class, plus a full checkpoint's adapter keys (domain_adapter.* -> the default slot).
+# the stock renaming for this class (a full checkpoint's adapter keys are the loader's key mapping, see
+# checkpoints_qwen2audio_ldv.py).
 register_checkpoint_conversion_mapping(
     Qwen2AudioLDVForConditionalGeneration.__name__,
-    [*(get_checkpoint_conversion_mapping("qwen2_audio") or []),
-     WeightRenaming(source_patterns=r"^domain_adapter\.", target_patterns=f"{DOMAIN_ADAPTER_PREFIX}{DEFAULT_ADAPTER_NAME}.")],
+    get_checkpoint_conversion_mapping("qwen2_audio") or [],
     overwrite=True,
 )
 

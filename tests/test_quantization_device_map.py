@@ -10,8 +10,9 @@ import types
 
 import pytest
 import torch
-from transformers import TrainingArguments
+from transformers import BitsAndBytesConfig, TrainingArguments
 from transformers.quantizers.base import HfQuantizer
+from transformers.quantizers.quantizer_bnb_4bit import Bnb4BitHfQuantizer
 from transformers.quantizers.quantizers_utils import should_convert_module
 
 from modeling_qwen2audio_ldv import (
@@ -29,20 +30,49 @@ def _linear_names(model):
     return [name for name, module in model.named_modules() if type(module) is torch.nn.Linear]
 
 
+class _StopBeforeTheLayerSwap(Exception):
+    """Raised in place of bitsandbytes' layer swap, which needs a GPU build: the skip list is decided by then."""
+
+
+def _quantised_load_skip_list(monkeypatch, load, skip_modules):
+    """What a real ``from_pretrained(quantization_config=BitsAndBytesConfig(load_in_4bit=True))`` decides, through
+    transformers' own code up to ``replace_with_bnb_linear``: the modules it leaves unconverted, the model's float32
+    lists and its ``nn.Linear`` names."""
+    seen = {}
+
+    def swap_layers(model, modules_to_not_convert=None, quantization_config=None, pre_quantized=False):
+        seen.update(skip=list(modules_to_not_convert), linears=_linear_names(model),
+                    keep=set(model._keep_in_fp32_modules), strict=set(model._keep_in_fp32_modules_strict))
+        raise _StopBeforeTheLayerSwap
+
+    monkeypatch.setattr(Bnb4BitHfQuantizer, "validate_environment", lambda self, *args, **kwargs: None)
+    monkeypatch.setattr("transformers.integrations.replace_with_bnb_linear", swap_layers)
+    with pytest.raises(_StopBeforeTheLayerSwap):
+        load(BitsAndBytesConfig(load_in_4bit=True, llm_int8_skip_modules=skip_modules))
+    return seen
+
+
 @pytest.mark.parametrize("skip_modules", [None, ["lm_head"]])
-def test_bitsandbytes_skip_list_keeps_every_adapter_linear(tiny_base, tiny_base_dir, skip_modules):
-    """The modules the 4/8-bit quantiser leaves alone, computed as Bnb4BitHfQuantizer does before loading."""
+def test_bitsandbytes_skip_list_keeps_every_adapter_linear(tiny_base, tiny_base_dir, monkeypatch, skip_modules):
+    """The quantiser skips only ``_keep_in_fp32_modules`` (not the strict list, and a module may be in one list
+    only): a quantised model names its adapters there, in a real load and after converting a quantised stock model."""
+    loaded = _quantised_load_skip_list(monkeypatch, lambda quantization: (
+        Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tiny_base_dir, adapter_config=ADAPTER,
+                                                                   quantization_config=quantization)), skip_modules)
     base, _ = tiny_base
-    loaded = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tiny_base_dir, adapter_config=ADAPTER)
-    converted = add_domain_adapter_to_model(copy.deepcopy(base), adapter_type="transformer", num_heads=4, ff_dim=32)
-    for model in (loaded, converted):
-        keep = HfQuantizer.get_modules_to_not_convert(model, skip_modules, model._keep_in_fp32_modules)
-        names = _linear_names(model)
-        adapter = [n for n in names if n.startswith("domain_adapters.")]
-        assert adapter and not any(should_convert_module(n, keep) for n in adapter), keep
+    stock = copy.deepcopy(base)
+    stock.config.quantization_config = BitsAndBytesConfig(load_in_4bit=True)  # as a quantised load leaves it
+    model = add_domain_adapter_to_model(stock, adapter_type="transformer", num_heads=4, ff_dim=32)
+    converted = dict(skip=HfQuantizer.get_modules_to_not_convert(model, skip_modules, model._keep_in_fp32_modules),
+                     linears=_linear_names(model), keep=set(model._keep_in_fp32_modules),
+                     strict=set(model._keep_in_fp32_modules_strict))
+    for seen in (loaded, converted):
+        assert "domain_adapters" in seen["keep"] and not seen["keep"] & seen["strict"]
+        adapter = [n for n in seen["linears"] if n.startswith("domain_adapters.")]
+        assert adapter and not any(should_convert_module(n, seen["skip"]) for n in adapter), seen["skip"]
         # the base's layers are still quantised (the skip list is not "everything")
-        assert should_convert_module("model.language_model.layers.0.self_attn.q_proj", keep)
-        assert should_convert_module("model.audio_tower.layers.0.fc1", keep)
+        assert should_convert_module("model.language_model.layers.0.self_attn.q_proj", seen["skip"])
+        assert should_convert_module("model.audio_tower.layers.0.fc1", seen["skip"])
 
 
 def test_adapter_stays_float32_on_a_bfloat16_base(tiny_base_dir):
@@ -50,7 +80,7 @@ def test_adapter_stays_float32_on_a_bfloat16_base(tiny_base_dir):
                                                                        dtype=torch.bfloat16)
     assert {p.dtype for p in model.domain_adapter.parameters()} == {torch.float32}
     assert model.model.language_model.embed_tokens.weight.dtype == torch.bfloat16
-    assert "domain_adapters" in model._keep_in_fp32_modules_strict
+    assert model._keep_in_fp32_modules_strict == {"domain_adapters"} and not model._keep_in_fp32_modules
 
 
 class _QuantisedProjectorLinear(torch.nn.Module):

@@ -51,7 +51,8 @@ def _diagnose_command(args: argparse.Namespace) -> int:
     from ..tools.hub import load_adapter_model
 
     try:
-        model, processor = load_adapter_model(args.model, args.processor, args.revision, args.dtype, args.device)
+        model, processor = load_adapter_model(args.model, args.processor, args.revision, args.dtype, args.device,
+                                              base_model_name_or_path=args.base)
         model.freeze_base_model()
         report = diagnose(model, processor, _load_rows(args), instruction=args.instruction,
                           max_pairs=args.num_examples)

@@ -34,7 +34,8 @@ def _explain_command(args: argparse.Namespace) -> int:
     output = args.output or f"explain_{Path(args.audio).stem}"
     try:
         audio = load_audio(args.audio)
-        model, processor = load_adapter_model(args.model, args.processor, args.revision, args.dtype, args.device)
+        model, processor = load_adapter_model(args.model, args.processor, args.revision, args.dtype, args.device,
+                                              base_model_name_or_path=args.base)
         info = explain(model, processor, audio, output, title=Path(args.audio).name)
     except (OSError, RuntimeError, ValueError) as error:  # missing files, unreadable audio, bad input
         logger.error("%s", error)

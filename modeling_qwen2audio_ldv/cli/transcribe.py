@@ -9,6 +9,7 @@ from pathlib import Path
 from ..audio import find_audio_files
 from ..inference.transcribe import load_for_transcription, transcribe
 from ..inference.writers import OUTPUT_FORMATS, write_results
+from .common import add_base_argument
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("inputs", nargs="+", help="audio files and/or folders (searched recursively)")
     parser.add_argument("--model", required=True,
                         help="adapter directory or Hub repo, or a plain Qwen2-Audio model (e.g. mini_base)")
+    add_base_argument(parser)
     parser.add_argument("--processor", default=None, help="processor source (default: the base model)")
     parser.add_argument("--revision", default=None, help="revision of the --model repo (pin a commit)")
     parser.add_argument("--output", default=None,
@@ -59,7 +61,8 @@ def _transcribe_command(args: argparse.Namespace) -> int:
     try:
         if args.output and Path(args.output).suffix.lower() not in OUTPUT_FORMATS:
             raise ValueError(f"--output {args.output}: unknown format; use .jsonl, .srt or .txt")
-        model, processor = load_for_transcription(args.model, args.processor, args.revision, args.dtype, args.device)
+        model, processor = load_for_transcription(args.model, args.processor, args.revision, args.dtype, args.device,
+                                                   base_model_name_or_path=args.base)
     except (OSError, ValueError) as error:
         logger.error("%s", error)
         return 2

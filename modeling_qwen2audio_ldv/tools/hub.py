@@ -520,6 +520,7 @@ def load_adapter_model(
     revision: str | None = None,
     dtype: str | None = None,
     device: str | None = None,
+    base_model_name_or_path: str | None = None,
 ):
     """Load an adapter (Hub repo or directory, adapter-only or full) and its processor, for the CLI tools.
 
@@ -533,9 +534,14 @@ def load_adapter_model(
         revision: revision of the adapter repo.
         dtype: ``float32``, ``bfloat16`` or ``float16`` (default: the checkpoint's).
         device: ``cpu``, ``cuda``, ``mps``, ... (default: ``cpu``).
+        base_model_name_or_path: the base model (directory or Hub id) in place of the one the adapter records
+            (``--base``): for an adapter whose base is elsewhere on this machine.
 
     Returns:
         ``(model, processor)``, the model in eval mode.
+
+    Raises:
+        OSError: the base is neither a directory nor loadable from the Hub (the message names what was tried).
     """
     import torch
     from transformers import AutoProcessor
@@ -549,6 +555,8 @@ def load_adapter_model(
         if not isinstance(getattr(torch, dtype, None), torch.dtype):
             raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
         kwargs["dtype"] = getattr(torch, dtype)
+    if base_model_name_or_path is not None:
+        kwargs["base_model_name_or_path"] = base_model_name_or_path
     model = Qwen2AudioLDVForConditionalGeneration.from_pretrained(model_name_or_path, **kwargs)
     if processor_name_or_path is not None:
         processor = AutoProcessor.from_pretrained(processor_name_or_path)

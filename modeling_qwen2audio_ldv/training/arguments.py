@@ -11,6 +11,7 @@ to the configuration is a flag at once.
 """
 
 import dataclasses
+import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -186,10 +187,13 @@ def parse_arguments(argv: list[str], default_recipe: Path):
 
 
 def resolve_base(name: str, root: str | Path) -> str:
-    """``--base_model`` as given (a Hub id or an existing directory), or ``root / name`` when that is a directory."""
-    if Path(name).is_dir() or not (Path(root) / name).is_dir():
-        return name
-    return str(Path(root) / name)
+    """``--base_model`` as the absolute path of a directory (``name`` itself, or ``root / name``), else unchanged (a
+    Hub id is never turned into a path). The saved adapter records this reference, so an absolute one loads from
+    any working directory."""
+    for candidate in (Path(name), Path(root) / name):
+        if candidate.is_dir():
+            return os.path.abspath(candidate)
+    return name
 
 
 __all__ = [
