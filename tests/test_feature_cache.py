@@ -215,3 +215,46 @@ def test_tensor_digest_sees_every_value_not_only_the_sample(dtype):
     assert not torch.equal(swapped, weight)
     assert _tensor_digest(swapped) != reference
     assert _tensor_digest(weight.clone()) == reference
+
+
+def _pad_sequence_batch(clips, d_model):
+    """The collator's batch as it was built before ``collate_cached_features``: each clip cast to float32 on its
+    own, then ``pad_sequence`` (the reference the batches of every earlier run, the demo's included, came from)."""
+    frames = [torch.from_numpy(np.asarray(c, dtype=np.float16)).reshape(-1, d_model).float() for c in clips]
+    return torch.nn.utils.rnn.pad_sequence(frames, batch_first=True), torch.tensor([f.shape[0] for f in frames])
+
+
+def test_batches_read_from_the_cache_are_the_earlier_tensors_bit_for_bit(model_and_processor, tmp_path):
+    model, processor = model_and_processor
+    lengths = [int(16000 * s) for s in (0.5, 1.375, 0.75, 0.5, 1.375, 0.75)]  # 3 lengths: the batches are padded
+    data = datasets.Dataset.from_dict({
+        column: [{"array": c, "sampling_rate": 16000} for c in noise_clips(lengths, seed)]
+        for column, seed in (("audio", 0), ("mic_audio", 1))} | {"text": [f"clip {i}" for i in range(6)]})
+    data = data.cast_column("audio", datasets.Audio(16000)).cast_column("mic_audio", datasets.Audio(16000))
+    cached = build_feature_cache(model, processor, data, audio_columns=("audio", "mic_audio"),
+                                 cache_dir=str(tmp_path), progress=False, drop_columns=("audio", "mic_audio"))
+    collator = CachedFeatureCollator(processor, "Transcribe the audio.", mic_feature_key="mic_audio_encoder",
+                                     d_model=16)
+    for indices in ([0, 1, 2], [5, 3], [4]):
+        examples = cached.__getitems__(indices)  # what the DataLoader reads: the batch's rows in one call
+        batch = collator(examples)
+        for key, name in (("audio_encoder", "audio_encoder_hidden_states"),
+                          ("mic_audio_encoder", "mic_audio_encoder_hidden_states")):
+            expected, lengths = _pad_sequence_batch([e[key] for e in examples], 16)
+            assert batch[name].dtype == expected.dtype == torch.float32
+            assert batch[name].shape == expected.shape and torch.equal(batch[name], expected)
+            assert torch.equal(batch["audio_encoder_lengths"], lengths)
+        assert len(set(batch["audio_encoder_lengths"].tolist())) == len(indices)  # the padding was exercised
+
+
+def test_collate_cached_features_pads_with_zeros_and_names_a_bad_clip():
+    from modeling_qwen2audio_ldv.training.feature_cache import collate_cached_features
+
+    # frames of 2 values (d_model 2): clip 0 has 3 frames, clip 1 one frame, given as a list and as a tensor
+    clips = [np.arange(6, dtype=np.float16) - 2.5, [0.5, -1.0]]
+    batch, lengths = collate_cached_features([clips[0], torch.tensor(clips[1], dtype=torch.float16)], 2)
+    assert lengths.tolist() == [3, 1]
+    assert batch.tolist() == [[[-2.5, -1.5], [-0.5, 0.5], [1.5, 2.5]], [[0.5, -1.0], [0.0, 0.0], [0.0, 0.0]]]
+    with pytest.raises(ValueError, match="mic_audio_encoder of row 1: 3 values, not a whole number of frames of "
+                                         "d_model 2"):
+        collate_cached_features([clips[0], np.ones(3, dtype=np.float16)], 2, "mic_audio_encoder")

@@ -24,6 +24,11 @@ def bursts(layout, seed=0):
     return np.concatenate(parts).astype(np.float32)
 
 
+def tone(seconds, amplitude, hz=440.0):
+    """A sine of peak ``amplitude``: a stand-in for speech whose windows can be told apart by their peak."""
+    return (amplitude * np.sin(2 * np.pi * hz * np.arange(int(seconds * RATE)) / RATE)).astype(np.float32)
+
+
 # ------------------------------------------------------------------------------------------------ planning
 def test_window_comes_from_the_processor(tiny_base):
     _, processor = tiny_base
@@ -74,6 +79,50 @@ def test_stitch_keeps_repeats_across_a_silent_seam():
     assert stitch(["一二三", "三四五"], [False, True]) == ["一二三", "四五"]
 
 
+def test_shared_speech_is_judged_over_the_shared_audio_only():
+    """Windows ``[0, 2.0 s)`` and ``[1.8 s, 3.5 s)`` share ``[1.8 s, 2.0 s)``. (a) speech everywhere but there: the
+    two windows share no speech, though both hold speech; (b) speech only up to 1.95 s: they share speech, though
+    the rest of the second window is silent."""
+    from modeling_qwen2audio_ldv.inference.windows import Window, window_pieces
+
+    def windows():
+        return [Window(0, int(2.0 * RATE), 0, int(1.9 * RATE)), Window(int(1.8 * RATE), int(3.5 * RATE),
+                                                                       int(1.9 * RATE), int(3.5 * RATE))]
+
+    silent_overlap = bursts([("speech", 1.7), ("pause", 0.4), ("speech", 1.4)])
+    planned = windows()
+    pieces = window_pieces(silent_overlap, planned, 2 * RATE)
+    assert [w.shared_speech for w in planned] == [False, False]
+    assert all(clip is not None for _, clip in pieces)  # both windows are transcribed
+
+    speech_in_overlap = np.concatenate([bursts([("speech", 1.95)]), np.zeros(int(1.55 * RATE), np.float32)])
+    planned = windows()
+    pieces = window_pieces(speech_in_overlap, planned, 2 * RATE)
+    assert [w.shared_speech for w in planned] == [False, True]
+    # the second window's own segment [1.9 s, 3.5 s) holds speech up to 1.95 s: it is transcribed
+    assert pieces[1][0] == (int(1.9 * RATE), int(1.95 * RATE))
+
+
+@pytest.mark.parametrize("gap_seconds, expected", [(0.2, "one two two three"), (0.0, "one two three")])
+def test_a_repeat_at_a_seam_is_kept_when_the_shared_audio_is_silent(tiny_base, monkeypatch, gap_seconds, expected):
+    """Two tones (peaks 0.3, then 0.5) too long for one 2 s window, with 0.1 s shared audio at the cut. With a
+    0.2 s gap between them (too short to count as a pause, so the cut shares audio) the cut falls in the gap and
+    the shared audio is silent: a word at the end of the first text and the start of the second was said twice
+    and stays. Without the gap the cut falls in the first tone and the shared audio holds sound: the repeat is
+    the same word heard twice and is kept once. The stand-in for generation names each window by its peak."""
+    import modeling_qwen2audio_ldv.inference.transcribe as transcribe_module
+
+    _, processor = tiny_base
+    texts = {3: "one two", 5: "two three"}
+    monkeypatch.setattr(transcribe_module, "generate_transcripts", lambda model, processor, audios, *a, **k: [
+        texts[int(round(10 * float(np.abs(a).max())))] for a in audios])
+    gap = bursts([("pause", gap_seconds)], seed=3)
+    audio = np.concatenate([tone(1.5, 0.3), gap, tone(1.5, 0.5)])
+    result = transcribe(None, processor, audio, overlap_seconds=0.1, progress=False)
+    assert [s["text"] for s in result["segments"]] == ["one two", expected.removeprefix("one two ")]
+    assert result["text"] == expected
+
+
 def test_srt_cues():
     result = {"segments": [{"start": 0.5, "end": 2.25, "text": "one two"},
                            {"start": 3661.0, "end": 3662.004, "text": "three"}]}
@@ -106,6 +155,64 @@ def test_transcribe_arrays_and_a_bad_path(tiny_base, tmp_path, monkeypatch):
         assert times == sorted(times) and times[0] >= 0 and times[-1] <= result["duration"]
     with pytest.raises(Exception, match="broken.wav"):
         transcribe(model, processor, [str(bad)], progress=False)
+
+
+@pytest.mark.parametrize("batch_size", [8, 2])
+def test_one_failing_window_fails_only_its_own_file(tiny_base, tmp_path, monkeypatch, batch_size):
+    """Three files, four windows; generation raises for one window (the first of the two-window file ``b.wav``):
+    that file gets the error, the other two keep their own text, whether the windows share one batch (8) or
+    the failing batch is followed by one that holds ``b.wav``'s other window (2). The stand-in for generation
+    names each window by its loudness (tones of peak 0.2, 0.4, 0.6, 0.8), so a text that lands on the wrong window
+    shows."""
+    import modeling_qwen2audio_ldv.inference.transcribe as transcribe_module
+
+    _, processor = tiny_base
+    texts = {2: "alpha", 4: "bravo", 6: None, 8: "delta"}  # None: this window cannot be transcribed
+    calls = []
+
+    def generate(model, processor, audios, *args, **kwargs):
+        keys = [int(round(10 * float(np.abs(a).max()))) for a in audios]
+        calls.append(keys)
+        if any(texts[k] is None for k in keys):
+            raise RuntimeError("out of memory in the window of peak 0.6")
+        return [texts[k] for k in keys]
+
+    monkeypatch.setattr(transcribe_module, "generate_transcripts", generate)
+    pause = bursts([("pause", 0.5)], seed=7)
+    files = {"a.wav": tone(0.8, 0.2), "b.wav": np.concatenate([tone(1.2, 0.6), pause, tone(1.2, 0.4)]),
+             "c.wav": tone(0.9, 0.8)}
+    for name, audio in files.items():
+        sf.write(tmp_path / name, audio, RATE, subtype="FLOAT")
+    paths = [str(tmp_path / name) for name in files]
+    results = transcribe(None, processor, paths, batch_size=batch_size, on_error="skip", progress=False)
+    assert calls[0] == ([2, 6, 4, 8] if batch_size == 8 else [2, 6])  # the failing window shares its batch
+    assert [r["file"] for r in results] == paths
+    assert (results[0]["text"], results[2]["text"]) == ("alpha", "delta")
+    assert "error" not in results[0] and "error" not in results[2]
+    assert [s["text"] for s in results[0]["segments"]] == ["alpha"]
+    assert results[0]["segments"][0]["start"] == 0.0 and results[0]["segments"][0]["end"] == 0.8
+    assert results[1]["text"] is None and results[1]["segments"] == []
+    assert paths[1] in results[1]["error"] and "out of memory" in results[1]["error"]
+    with pytest.raises(RuntimeError, match="b.wav: out of memory"):
+        transcribe(None, processor, paths, batch_size=batch_size, progress=False)
+
+
+def test_segments_start_and_end_where_the_sound_does(tiny_base, monkeypatch):
+    """0.3 s of background, a 1.2 s tone, 0.5 s of background, a 1.5 s tone (3.5 s, two 2 s windows): one segment
+    per tone, from its first to its last sample (the tones start and end on the 10 ms frame grid), each with its
+    own window's text."""
+    import modeling_qwen2audio_ldv.inference.transcribe as transcribe_module
+
+    _, processor = tiny_base
+    texts = {3: "alpha", 5: "bravo"}
+    monkeypatch.setattr(transcribe_module, "generate_transcripts", lambda model, processor, audios, *a, **k: [
+        texts[int(round(10 * float(np.abs(a).max())))] for a in audios])
+    audio = np.concatenate([bursts([("pause", 0.3)], seed=1), tone(1.2, 0.3), bursts([("pause", 0.5)], seed=2),
+                            tone(1.5, 0.5)])
+    result = transcribe(None, processor, audio, progress=False)
+    assert result == {"file": None, "text": "alpha bravo", "duration": 3.5,
+                      "segments": [{"start": 0.3, "end": 1.5, "text": "alpha"},
+                                   {"start": 2.0, "end": 3.5, "text": "bravo"}]}
 
 
 def test_silence_is_not_transcribed(tiny_base):

@@ -267,13 +267,19 @@ def _is_plain_base(name_or_path: str, revision: str | None) -> bool:
 
 
 def load_for_transcription(model_name_or_path: str, processor_name_or_path: str | None = None,
-                           revision: str | None = None, dtype: str | None = None, device: str | None = None):
+                           revision: str | None = None, dtype: str | None = None, device: str | None = None,
+                           base_model_name_or_path: str | None = None):
     """``(model, processor)`` from an adapter (directory or Hub repo) or from a plain Qwen2-Audio base, which gets
-    no adapter (``adapter_type="none"``: the base model exactly)."""
+    no adapter (``adapter_type="none"``: the base model exactly). ``base_model_name_or_path`` replaces the base an
+    adapter records (``--base``); a plain base has none to replace."""
     if not _is_plain_base(model_name_or_path, revision):
         from ..tools.hub import load_adapter_model
 
-        return load_adapter_model(model_name_or_path, processor_name_or_path, revision, dtype, device)
+        return load_adapter_model(model_name_or_path, processor_name_or_path, revision, dtype, device,
+                                  base_model_name_or_path=base_model_name_or_path)
+    if base_model_name_or_path is not None:
+        raise ValueError(f"{model_name_or_path} is a plain Qwen2-Audio model, not an adapter: it has no base to "
+                         f"replace with {base_model_name_or_path!r}")
     from transformers import AutoProcessor
 
     from ..configuration_qwen2audio_ldv import DomainAdapterConfig

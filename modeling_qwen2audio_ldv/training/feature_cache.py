@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +120,38 @@ def _with_cached_features(dataset, features, audio_columns, drop_columns=()):
     result = datasets.concatenate_datasets([dataset, features.select_columns(names)], axis=1)
     # float16 as stored (numpy format would otherwise widen to float32); the collator casts per batch
     return result.with_format("numpy", columns=names, output_all_columns=True, dtype=np.float16)
+
+
+def collate_cached_features(clips, d_model: int, key: str = "audio_encoder") -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached clips -> ``(batch, max_frames, d_model)`` float32, zero-padded, and ``(batch,)`` frames per clip.
+
+    ``clips``: flat ``(frames * d_model,)`` arrays as the cache reads them (float16 numpy; tensors and lists also
+    work, lists slowly). One float32 buffer is allocated for the batch and each clip is cast straight into its rows:
+    one pass over the clip's bytes, where a float32 copy per clip and then ``pad_sequence`` cost two, and the
+    buffer's padding is written once, not zero-filled and then overwritten. The result equals ``pad_sequence`` over
+    the clips cast one by one, bit for bit (float16 -> float32 is exact).
+
+    Raises:
+        ValueError: a clip whose length is not a whole number of ``d_model`` frames (named by ``key`` and row).
+    """
+    frames = []
+    for row, clip in enumerate(clips):
+        if not isinstance(clip, torch.Tensor):
+            with warnings.catch_warnings():
+                # the cache's arrays are read-only views of the memory-mapped file; they are only read (copied into
+                # the batch below), never written
+                warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+                clip = torch.from_numpy(np.asarray(clip, dtype=np.float16))
+        if clip.numel() % d_model:
+            raise ValueError(f"{key} of row {row}: {clip.numel()} values, not a whole number of frames of d_model "
+                             f"{d_model}")
+        frames.append(clip.reshape(-1, d_model))
+    lengths = torch.tensor([clip.shape[0] for clip in frames], dtype=torch.long)
+    batch = torch.empty(len(frames), max((clip.shape[0] for clip in frames), default=0), d_model)
+    for row, clip in enumerate(frames):
+        batch[row, : clip.shape[0]].copy_(clip)
+        batch[row, clip.shape[0] :].zero_()
+    return batch, lengths
 
 
 def _tower_device(tower) -> torch.device:
@@ -253,16 +286,6 @@ class CachedFeatureCollator:
     # token per output frame, (frames - 2) // 2 + 1 of them
     inside_tower: bool = False
 
-    def _frames(self, flat) -> torch.Tensor:
-        """A cached clip: flat ``(frames * d_model,)`` float16 -> ``(frames, d_model)`` float32.
-
-        ``build_feature_cache`` returns the columns in numpy format (one array per clip, no Python floats);
-        lists still work, only slower.
-        """
-        if isinstance(flat, torch.Tensor):
-            return flat.reshape(-1, self.d_model).float()
-        return torch.from_numpy(np.asarray(flat, dtype=np.float16)).reshape(-1, self.d_model).float()
-
     def __post_init__(self):
         from ..data.collator import DataCollatorForQwen2AudioLDV
 
@@ -276,8 +299,10 @@ class CachedFeatureCollator:
         tokenizer = self.processor.tokenizer
         audio_token = self.processor.audio_token
         prompt = self._prompt
-        features = [self._frames(e[self.feature_key]) for e in examples]
-        lengths = torch.tensor([f.shape[0] for f in features])
+        # the DataLoader reads a batch's rows in one call (datasets' __getitems__); the clips become one padded
+        # float32 batch in one pass (collate_cached_features)
+        features, lengths = collate_cached_features([e[self.feature_key] for e in examples], self.d_model,
+                                                    self.feature_key)
         sequences, prompt_lengths = [], []
         tokens = pooled_lengths(lengths) if self.inside_tower else lengths
         for count in tokens.tolist():
@@ -294,13 +319,13 @@ class CachedFeatureCollator:
             "input_ids": batch["input_ids"],
             "attention_mask": batch["attention_mask"],
             "labels": labels,
-            "audio_encoder_hidden_states": torch.nn.utils.rnn.pad_sequence(features, batch_first=True),
+            "audio_encoder_hidden_states": features,
             "audio_encoder_lengths": lengths,
         }
         if self.mic_feature_key:
-            mic = [self._frames(e[self.mic_feature_key]) for e in examples]
-            out["mic_audio_encoder_hidden_states"] = torch.nn.utils.rnn.pad_sequence(mic, batch_first=True)
+            out["mic_audio_encoder_hidden_states"] = collate_cached_features(
+                [e[self.mic_feature_key] for e in examples], self.d_model, self.mic_feature_key)[0]
         return out
 
 
-__all__ = ["CachedFeatureCollator", "build_feature_cache", "feature_cache_fingerprint"]
+__all__ = ["CachedFeatureCollator", "build_feature_cache", "collate_cached_features", "feature_cache_fingerprint"]
