@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..audio import SAMPLING_RATE
 from .whisper_ct2 import (
     WHISPER_BASE_PACKAGES,
     CTranslate2FormatError,
@@ -306,6 +307,6 @@ def load_whisper_base_asr(dtype: Any = None) -> tuple[Any, Any]:
         raise RuntimeError("WhisperForConditionalGeneration did not tie proj_out to the decoder's embeddings")
     model.generation_config = generation_config
     model.eval()
-    feature_extractor = WhisperFeatureExtractor(feature_size=enc["num_mel_bins"], sampling_rate=16000,
+    feature_extractor = WhisperFeatureExtractor(feature_size=enc["num_mel_bins"], sampling_rate=SAMPLING_RATE,
                                                 hop_length=160, chunk_length=30, n_fft=400)
     return model, WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
