@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..audio import SAMPLING_RATE, load_audio
-from .plots import ENCODER_FRAME_SECONDS, new_figure, plot_gate_over_time
+from .plots import ENCODER_FRAME_SECONDS, new_figure, plot_gate_over_time, save_figure
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +115,7 @@ def plot_attention_maps(attention: np.ndarray, path: str | os.PathLike, layer: i
     fig.colorbar(image, ax=axes, label="attention weight", shrink=0.8)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)
 
 
 def _summary_text(info: dict[str, Any]) -> str:

@@ -22,6 +22,14 @@ def new_figure(figsize: tuple[float, float]):
     return fig
 
 
+def save_figure(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as a 100 dpi PNG at ``path`` (parent folders created); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
 def _spectrogram_db(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Power spectrogram in dB relative to its own maximum: (frequencies Hz, times s, dB (freqs, frames))."""
     from scipy import signal
@@ -68,8 +76,6 @@ def plot_mic_vs_ldv(
     for name, audio in (("mic", mic), ("ldv", ldv)):
         if audio.ndim != 1 or audio.shape[0] == 0:
             raise ValueError(f"`{name}` must be non-empty 1-D audio (samples,), got shape {audio.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
 
     fig = new_figure((15, 4.5))
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 0.8]})
@@ -92,8 +98,7 @@ def plot_mic_vs_ldv(
     axes[2].legend()
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gate_over_time(
@@ -116,8 +121,6 @@ def plot_gate_over_time(
     gate = np.asarray(gate, dtype=np.float64)
     if gate.ndim != 2 or gate.shape[0] == 0:
         raise ValueError(f"`gate` must be (frames, d_model) with at least one frame, got shape {gate.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig = new_figure((11, 7))
     axes = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1, 0.6]})
     freqs, times, power_db = _spectrogram_db(audio, sample_rate)
@@ -139,5 +142,4 @@ def plot_gate_over_time(
     axes[2].legend(loc="upper right")
     if title:
         fig.suptitle(title)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .plots import new_figure
+from .plots import new_figure, save_figure
 
 #: Metric keys shown in the Markdown table and the bar chart, in this order.
 ERROR_RATE_KEYS: tuple[str, ...] = ("cer", "wer")
@@ -233,10 +233,7 @@ def plot_error_rates(results: Mapping[str, Any], path: str | os.PathLike) -> Pat
     if title:
         fig.suptitle(title)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)
 
 
 def _series(log_history: Sequence[Mapping[str, Any]], key: str) -> tuple[list[float], list[float]]:
@@ -301,7 +298,4 @@ def plot_training_curves(log_history: list[dict], path: str | os.PathLike) -> Pa
         ax.grid(True, alpha=0.3)
     axes[-1][0].set_xlabel("step")
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    return path
+    return save_figure(fig, path)

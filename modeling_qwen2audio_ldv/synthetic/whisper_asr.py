@@ -24,6 +24,7 @@ from .whisper_ct2 import (
     CTranslate2FormatError,
     _ffn_state,
     _getter,
+    _self_attention_state,
     _split_fused,
     encoder_config,
     encoder_state_dict,
@@ -138,16 +139,9 @@ def _check_tied_projection(variables: dict[str, np.ndarray], aliases: dict[str, 
 def _decoder_layer_state(get, src: str, dst: str, d: int) -> dict[str, np.ndarray]:
     """One decoder layer's self-attention, cross-attention and their LayerNorms (``src`` CTranslate2 scope,
     ``dst`` transformers prefix); the fused key biases must be zero."""
-    (q_w, k_w, v_w), (q_b, _, v_b) = _split_fused(get, "decoder", f"{src}/self_attention/linear_0", 3, d)
     (ck_w, cv_w), (_, cv_b) = _split_fused(get, "decoder", f"{src}/attention/linear_1", 2, d)
     return {
-        f"{dst}.self_attn.q_proj.weight": q_w, f"{dst}.self_attn.q_proj.bias": q_b,
-        f"{dst}.self_attn.k_proj.weight": k_w,
-        f"{dst}.self_attn.v_proj.weight": v_w, f"{dst}.self_attn.v_proj.bias": v_b,
-        f"{dst}.self_attn.out_proj.weight": get(f"{src}/self_attention/linear_1/weight", (d, d)),
-        f"{dst}.self_attn.out_proj.bias": get(f"{src}/self_attention/linear_1/bias", (d,)),
-        f"{dst}.self_attn_layer_norm.weight": get(f"{src}/self_attention/layer_norm/gamma", (d,)),
-        f"{dst}.self_attn_layer_norm.bias": get(f"{src}/self_attention/layer_norm/beta", (d,)),
+        **_self_attention_state(get, "decoder", src, dst, d),
         f"{dst}.encoder_attn.q_proj.weight": get(f"{src}/attention/linear_0/weight", (d, d)),
         f"{dst}.encoder_attn.q_proj.bias": get(f"{src}/attention/linear_0/bias", (d,)),
         f"{dst}.encoder_attn.k_proj.weight": ck_w,

@@ -229,6 +229,21 @@ def _split_fused(get, scope: str, name: str, parts: int, d: int) -> tuple[list[n
     return [weight[i * d : (i + 1) * d] for i in range(parts)], [bias[i * d : (i + 1) * d] for i in range(parts)]
 
 
+def _self_attention_state(get, scope: str, src: str, dst: str, d: int) -> dict[str, np.ndarray]:
+    """One layer's self-attention and its pre-LayerNorm (``src`` CTranslate2 scope -> ``dst`` transformers prefix),
+    the same for Whisper's encoder and decoder layers; the fused key bias must be zero."""
+    (q_w, k_w, v_w), (q_b, _, v_b) = _split_fused(get, scope, f"{src}/self_attention/linear_0", 3, d)
+    return {
+        f"{dst}.self_attn.q_proj.weight": q_w, f"{dst}.self_attn.q_proj.bias": q_b,
+        f"{dst}.self_attn.k_proj.weight": k_w,
+        f"{dst}.self_attn.v_proj.weight": v_w, f"{dst}.self_attn.v_proj.bias": v_b,
+        f"{dst}.self_attn.out_proj.weight": get(f"{src}/self_attention/linear_1/weight", (d, d)),
+        f"{dst}.self_attn.out_proj.bias": get(f"{src}/self_attention/linear_1/bias", (d,)),
+        f"{dst}.self_attn_layer_norm.weight": get(f"{src}/self_attention/layer_norm/gamma", (d,)),
+        f"{dst}.self_attn_layer_norm.bias": get(f"{src}/self_attention/layer_norm/beta", (d,)),
+    }
+
+
 def _ffn_state(get, src: str, dst: str, d: int, ffn: int) -> dict[str, np.ndarray]:
     """One layer's feed-forward block and its LayerNorm (the same names in Whisper's encoder and decoder)."""
     return {
@@ -272,16 +287,7 @@ def encoder_state_dict(variables: dict[str, np.ndarray], dtype: Any = None) -> d
     ffn = sizes["encoder_ffn_dim"]
     for i in range(sizes["encoder_layers"]):
         src, dst = f"layer_{i}", f"layers.{i}"
-        (q_w, k_w, v_w), (q_b, _, v_b) = _split_fused(get, "encoder", f"{src}/self_attention/linear_0", 3, d)
-        state.update({
-            f"{dst}.self_attn.q_proj.weight": q_w, f"{dst}.self_attn.q_proj.bias": q_b,
-            f"{dst}.self_attn.k_proj.weight": k_w,
-            f"{dst}.self_attn.v_proj.weight": v_w, f"{dst}.self_attn.v_proj.bias": v_b,
-            f"{dst}.self_attn.out_proj.weight": get(f"{src}/self_attention/linear_1/weight", (d, d)),
-            f"{dst}.self_attn.out_proj.bias": get(f"{src}/self_attention/linear_1/bias", (d,)),
-            f"{dst}.self_attn_layer_norm.weight": get(f"{src}/self_attention/layer_norm/gamma", (d,)),
-            f"{dst}.self_attn_layer_norm.bias": get(f"{src}/self_attention/layer_norm/beta", (d,)),
-        })
+        state.update(_self_attention_state(get, "encoder", src, dst, d))
         state.update(_ffn_state(get, src, dst, d, ffn))
     used.add("encoder/num_heads")
     leftover = sorted(n for n in variables if n.startswith("encoder/") and n not in used)
