@@ -325,3 +325,30 @@ def test_synth_corpus_command(espeak, tmp_path):
             assert all((folder / row["file_name"]).is_file() for row in rows)
             conditions = {row["condition"] for row in rows}
             assert conditions == ({"mic"} if domain == "mic" else {"wall", "throat"})
+
+
+def test_span_texts_are_distinct_contiguous_spans_of_the_sources():
+    from modeling_qwen2audio_ldv.synthetic.texts import span_texts
+
+    sources = ["please press the pound key", "your call is important to us", "seven"]
+    spans = span_texts(sources, 60, seed=1, max_words=4, exclude=["seven"])
+    assert len(spans) == len(set(spans)) == 60 and "seven" not in spans
+    assert spans == span_texts(sources, 60, seed=1, max_words=4, exclude=["seven"])
+    assert spans != span_texts(sources, 60, seed=2, max_words=4, exclude=["seven"])
+
+    def is_span(words):  # a contiguous run of 1-4 words of one source
+        return 1 <= len(words) <= 4 and any(f" {' '.join(words)} " in f" {s} " for s in sources)
+
+    joined = 0
+    for text in spans:
+        words = text.split()
+        if is_span(words):
+            continue
+        # otherwise two spans of at most 4 words each, one after the other
+        assert any(is_span(words[:k]) and is_span(words[k:]) for k in range(1, len(words))), text
+        joined += 1
+    assert joined > 0
+    with pytest.raises(ValueError, match="distinct spans"):
+        span_texts(["one"], 3, seed=0, join_probability=0.0)
+    with pytest.raises(ValueError, match="no text with words"):
+        span_texts(["", " "], 1, seed=0)

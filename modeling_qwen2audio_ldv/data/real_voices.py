@@ -281,6 +281,51 @@ def find_prompts(root: str | os.PathLike = "/") -> tuple[list[Prompt], list[Skip
     return prompts, skipped
 
 
+def transcript_texts(root: str | os.PathLike = "/") -> list[str]:
+    """Every distinct scorable transcript of the sources (:func:`scorable_text`), sorted; reads only the transcript
+    files (``asterisk-core-sounds-en``, ``pocketsphinx-testdata``), never the recordings.
+
+    This is the set's text domain: the mini base is trained on these texts spoken by synthetic voices, while the
+    recordings (the real speakers) stay held out.
+
+    Raises:
+        FileNotFoundError: a transcript file is missing (the message names the packages to install).
+    """
+    root = Path(root)
+    _missing(root, [ASTERISK_TRANSCRIPTS], APT_PACKAGES[1:2])
+    sphinx = [POCKETSPHINX_DATA / "librivox" / "transcription", POCKETSPHINX_DATA / "cards" / "cards.transcription"]
+    _missing(root, sphinx, APT_PACKAGES[2:])
+    raw = list(read_asterisk_transcripts(root / ASTERISK_TRANSCRIPTS).values())
+    for path in sphinx:
+        raw += list(read_sphinx_transcription(root / path).values())
+    return sorted({text for text in (scorable_text(item)[0] for item in raw) if text is not None})
+
+
+def read_set_folder(folder: str | os.PathLike, limit: int = 0) -> list[dict[str, Any]]:
+    """The rows of one audiofolder of the set (``<set>/mic`` or ``<set>/ldv/<preset>``), each with its ``audio``
+    (float32, 16 kHz); ``limit`` > 0 keeps the first rows only.
+
+    Raises:
+        FileNotFoundError: no ``metadata.csv`` in ``folder``.
+        ValueError: a row without ``file_name``/``text``, or a file that is not 16 kHz (naming the file).
+    """
+    folder = Path(folder)
+    if not (folder / "metadata.csv").is_file():
+        raise FileNotFoundError(f"{folder / 'metadata.csv'} not found: build the set with "
+                                "`ldv-qwen2audio build-real-voice-set --output DIR` and pass DIR/mic or DIR/ldv/<preset>")
+    with open(folder / "metadata.csv", newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    rows = rows[:limit] if limit > 0 else rows
+    for number, row in enumerate(rows, start=2):
+        if not row.get("file_name") or row.get("text") is None:
+            raise ValueError(f"{folder / 'metadata.csv'}, line {number}: expected the columns file_name and text")
+        audio, rate = sf.read(folder / row["file_name"], dtype="float32")
+        if rate != SAMPLING_RATE:
+            raise ValueError(f"{folder / row['file_name']}: {rate} Hz, expected {SAMPLING_RATE}")
+        row["audio"] = audio if audio.ndim == 1 else audio.mean(axis=1)
+    return rows
+
+
 def decode_recording(path: str | os.PathLike) -> np.ndarray:
     """A source recording as float32 mono ``(samples,)`` at 16 kHz: G.722 through ``ffmpeg`` (soundfile cannot read
     it), WAV through soundfile (it must already be 16 kHz mono: these sources are; a different file is an error).
@@ -475,6 +520,8 @@ __all__ = [
     "decode_recording",
     "find_prompts",
     "read_asterisk_transcripts",
+    "read_set_folder",
     "read_sphinx_transcription",
     "scorable_text",
+    "transcript_texts",
 ]

@@ -207,3 +207,61 @@ def make_texts(
         texts.append(text)
     return texts
 
+
+#: Longest span (words) that :func:`span_texts` cuts.
+MAX_SPAN_WORDS = 8
+
+
+def span_texts(
+    sources: Sequence[str], n: int, seed: int, max_words: int = MAX_SPAN_WORDS, join_probability: float = 0.3,
+    exclude: Sequence[str] = (),
+) -> list[str]:
+    """Draw ``n`` distinct word spans cut from ``sources`` (new word orders over the sources' vocabulary).
+
+    Each text is a contiguous span of 1-``max_words`` words of a source drawn uniformly (start and length uniform);
+    with ``join_probability`` a second span of another source follows it. A model trained on whole sentences only
+    can learn to recognise a sentence from its first words; spans make it read every word.
+
+    Args:
+        sources: texts (words separated by spaces).
+        n: number of spans.
+        seed: seed of the draw (the same arguments give the same list).
+        max_words: longest span of one source.
+        join_probability: share of texts made of two spans.
+        exclude: texts never returned (e.g. the sources themselves, or held-out texts).
+
+    Raises:
+        ValueError: no source with words, or ``n`` more than the sources can make distinct spans.
+    """
+    words = [text.split() for text in sources if text.split()]
+    if not words:
+        raise ValueError("`sources` has no text with words to cut spans from")
+    if n < 0 or max_words < 1 or not 0.0 <= join_probability <= 1.0:
+        raise ValueError(f"expected n >= 0, max_words >= 1 and 0 <= join_probability <= 1, got {n}, {max_words}, "
+                         f"{join_probability}")
+    rng = np.random.default_rng(seed)
+
+    def cut() -> list[str]:
+        source = words[int(rng.integers(len(words)))]
+        length = int(rng.integers(1, min(max_words, len(source)) + 1))
+        start = int(rng.integers(len(source) - length + 1))
+        return source[start : start + length]
+
+    seen = set(exclude)
+    texts: list[str] = []
+    misses = 0
+    while len(texts) < n:
+        span = cut()
+        if rng.random() < join_probability:
+            span = span + cut()
+        text = " ".join(span)
+        if text in seen:
+            misses += 1
+            if misses > _MAX_CONSECUTIVE_REPEATS:
+                raise ValueError(f"could only cut {len(texts)} distinct spans from {len(words)} sources, {n} requested")
+            continue
+        misses = 0
+        seen.add(text)
+        texts.append(text)
+    return texts
+
