@@ -298,3 +298,72 @@ def test_training_data_refuses_held_out_files_and_speakers(tmp_path):
                             speakers={"a.wav": "someone", "b.wav": "asterisk:allison_smith"})
     with pytest.raises(HeldOutError, match=r"row \d: speaker 'asterisk:allison_smith'"):
         load_user_data(DataArguments(train_data=str(labelled), eval_data=str(clean), mic_fraction=0.0), seed=0)
+
+
+@needs_ffmpeg
+def test_transcript_texts_are_the_scorable_transcripts_without_reading_audio(fake_root):
+    """The text domain the mini base trains on: every scorable transcript (with or without a recording), once,
+    sorted; notes-only transcripts dropped. The recordings are never opened (they are deleted first)."""
+    from modeling_qwen2audio_ldv.data.real_voices import transcript_texts
+
+    for path in list(fake_root.rglob("*.g722")) + list(fake_root.rglob("*.wav")):
+        path.unlink()
+    assert transcript_texts(fake_root) == [
+        "a transcript without a recording",
+        "five five",
+        "he was not an ill disposed young man",
+        "seven",
+        "then press pound",
+    ]
+
+
+def test_transcript_texts_name_the_missing_package(tmp_path):
+    from modeling_qwen2audio_ldv.data.real_voices import transcript_texts
+
+    with pytest.raises(FileNotFoundError, match="asterisk-core-sounds-en"):
+        transcript_texts(tmp_path)
+
+
+def test_read_set_folder_reads_rows_and_names_a_bad_rate(tmp_path):
+    from modeling_qwen2audio_ldv.data.real_voices import read_set_folder
+
+    with pytest.raises(FileNotFoundError, match="metadata.csv"):
+        read_set_folder(tmp_path)
+    sf.write(tmp_path / "a.wav", _tone(0.5, 200.0), 16000, subtype="PCM_16")
+    sf.write(tmp_path / "b.wav", _tone(0.5, 200.0, rate=8000), 8000, subtype="PCM_16")
+    (tmp_path / "metadata.csv").write_text("file_name,text\na.wav,seven\nb.wav,eight\n")
+    rows = read_set_folder(tmp_path, limit=1)
+    assert [row["text"] for row in rows] == ["seven"] and rows[0]["audio"].shape == (8000,)
+    with pytest.raises(ValueError, match=r"b\.wav: 8000 Hz, expected 16000"):
+        read_set_folder(tmp_path)
+
+
+def test_a_run_scores_the_real_voice_set_s_mic_and_ldv_folders(tmp_path):
+    """``--real_voice_set`` adds the set's microphone folder as ``real_mic`` and the run's condition's LDV folder as
+    ``real_ldv`` (an existing set is read as it is, not rebuilt)."""
+    from modeling_qwen2audio_ldv.training.arguments import DataArguments
+    from modeling_qwen2audio_ldv.training.data import real_voice_eval_sets
+
+    folder = tmp_path / "set"
+    for sub, frequency in (("mic", 200.0), ("ldv/cardboard_box", 300.0), ("ldv/wall", 400.0)):
+        (folder / sub).mkdir(parents=True)
+        for name in ("a.wav", "b.wav"):
+            sf.write(folder / sub / name, _tone(0.4, frequency), 16000, subtype="PCM_16")
+        (folder / sub / "metadata.csv").write_text("file_name,text\na.wav,seven\nb.wav,press pound\n")
+    (folder / "manifest.json").write_text("{}")
+    sets = real_voice_eval_sets(DataArguments(real_voice_set=str(folder)), "cardboard_box")
+    assert sorted(sets) == ["real_ldv", "real_mic"]
+    for name, frequency in (("real_mic", 200.0), ("real_ldv", 300.0)):
+        assert sets[name]["text"] == ["seven", "press pound"]
+        audio = sets[name][0]["audio"]["array"]
+        spectrum = np.abs(np.fft.rfft(audio))
+        assert abs(np.argmax(spectrum) * 16000 / audio.shape[0] - frequency) < 10.0, name
+    # 7 clips, about 3 wanted: every 3rd (ceil(7 / 3)), the first included
+    for sub in ("mic", "ldv/cardboard_box"):
+        names = [f"c{i}.wav" for i in range(7)]
+        for name in names:
+            sf.write(folder / sub / name, _tone(0.2, 250.0), 16000, subtype="PCM_16")
+        (folder / sub / "metadata.csv").write_text("file_name,text\n" + "".join(f"{n},t {i}\n" for i, n in
+                                                                                 enumerate(names)))
+    sets = real_voice_eval_sets(DataArguments(real_voice_set=str(folder), real_voice_samples=3), "cardboard_box")
+    assert sets["real_mic"]["text"] == sets["real_ldv"]["text"] == ["t 0", "t 3", "t 6"]

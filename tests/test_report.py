@@ -208,3 +208,35 @@ def test_plot_training_curves_rejects_empty_history(tmp_path):
         plot_training_curves([], tmp_path / "curves.png")
     with pytest.raises(ValueError, match="none of the 1"):
         plot_training_curves([{"train_runtime": 1.0, "step": 5}], tmp_path / "curves.png")
+
+
+def test_real_voice_gap_recovered_in_results_json_and_markdown(monkeypatch, tmp_path):
+    """With ``real_mic``/``real_ldv`` eval sets, the run records the real-voice set's own gap: (0.5 - 0.35) /
+    (0.5 - 0.2) = 0.5, separate from the synthetic sets' 0.6."""
+    import copy
+    from types import SimpleNamespace
+
+    import modeling_qwen2audio_ldv.evaluation.evaluate as evaluate_module
+    from modeling_qwen2audio_ldv.training.arguments import (
+        AdapterArguments,
+        DataArguments,
+        ModelArguments,
+        ObjectiveArguments,
+    )
+    from modeling_qwen2audio_ldv.training.data import TrainingData
+    from modeling_qwen2audio_ldv.training.pipeline import evaluate_run
+
+    scores = {**copy.deepcopy(GAP_SCORES),
+              "real_ldv": {"baseline": {"cer": 0.5, "wer": 0.7}, "adapted": {"cer": 0.35, "wer": 0.5}},
+              "real_mic": {"baseline": {"cer": 0.2, "wer": 0.3}, "adapted": {"cer": 0.21, "wer": 0.3}}}
+    predictions = {name: {"reference": ["one"], "baseline": ["won"], "adapted": ["one"]} for name in scores}
+    monkeypatch.setattr(evaluate_module, "evaluate_sets", lambda *args, **kwargs: (copy.deepcopy(scores), predictions))
+    model = SimpleNamespace(num_domain_adapter_parameters=lambda: 10,
+                            config=SimpleNamespace(adapter_config=SimpleNamespace(to_dict=lambda: {})))
+    data = TrainingData(train=[{}] * 3, eval_sets={name: [] for name in scores}, condition="cardboard_box")
+    results = evaluate_run(model, None, data, ModelArguments(), AdapterArguments(), DataArguments(),
+                           ObjectiveArguments(), train_seconds=1.0)
+    assert results["gap_recovered"] == pytest.approx(0.6, abs=1e-12)
+    assert results["real_voice_gap_recovered"] == pytest.approx(0.5, abs=1e-12)
+    _, md_path = write_results(results, tmp_path)
+    assert "Gap recovered on the real-voice set (real_ldv vs real_mic, CER): 50.0%" in md_path.read_text().splitlines()

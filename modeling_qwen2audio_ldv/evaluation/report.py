@@ -151,6 +151,10 @@ def results_markdown(results: Mapping[str, Any]) -> str:
         lines.append(f"Gap recovered (LDV vs microphone, CER): {_percent(gap)}%")
     else:
         lines.append("Gap recovered (LDV vs microphone, CER): n/a (no LDV-vs-microphone CER gap to recover)")
+    real_gap = results.get("real_voice_gap_recovered")
+    if "real_voice_gap_recovered" in results:
+        lines.append("Gap recovered on the real-voice set (real_ldv vs real_mic, CER): "
+                     + (f"{_percent(real_gap)}%" if isinstance(real_gap, (int, float)) else "n/a (no gap)"))
 
     examples = results.get("examples") or []
     if examples:

@@ -123,6 +123,18 @@ class DataArguments:
                                                          "utterance, each with its own noise, gain, clicks and "
                                                          "drop-outs (one training row each)"})
     corpus_seed: int = field(default=0, metadata={"help": "demo corpus seed"})
+    voices: list[str] | None = field(default=None, metadata={"help": "demo corpus: voices (eSpeak names, flite:slt, "
+                                                                    "festival:kal_diphone, ...), split into train/"
+                                                                    "validation/test by speaker; unset = eSpeak's"})
+    augment: bool = field(default=False, metadata={"help": "demo corpus: speed, pitch, room, level and noise "
+                                                           "augmentation of each utterance (synthetic.augment)"})
+    real_voice_set: str | None = field(default=None, metadata={"help": "a real-voice set folder (build-real-voice-"
+                                                                       "set; built there if absent): its microphone "
+                                                                       "and LDV clips are scored as real_mic and "
+                                                                       "real_ldv"})
+    real_voice_samples: int | None = field(default=None, metadata={"help": "score every k-th clip of the real-voice "
+                                                                          "set, k chosen to keep about this many "
+                                                                          "(unset = all)"})
     mic_fraction: float = field(default=0.25, metadata={"help": "share of training rows that are microphone clips "
                                                                 "(keeps the adapter harmless on mic speech); with "
                                                                 "your own data, needs --mic_audio_column"})

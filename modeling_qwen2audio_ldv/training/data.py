@@ -57,7 +57,9 @@ def build_demo_data(data_args: DataArguments, seed: int):
     # simulator seed; only the first draw is scored (the eval sets do not change with --ldv_draws)
     draws = [dataclasses.replace(conditions[0], name=f"{names[0]}~draw{k}") for k in range(1, data_args.ldv_draws)]
     corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
-                                 conditions=conditions + draws, kinds=tuple(data_args.text_kinds))
+                                 conditions=conditions + draws, kinds=tuple(data_args.text_kinds),
+                                 voices=tuple(data_args.voices) if data_args.voices else None,
+                                 augment=data_args.augment or None)
 
     def rows_of(split: str, name: str):
         rows = corpus[split].filter(lambda c: c == name, input_columns="condition")
@@ -162,6 +164,32 @@ def load_user_data(data_args: DataArguments, seed: int):
     return mix_user_mic_rows(train, data_args.mic_fraction, seed), eval_sets
 
 
+def real_voice_eval_sets(data_args: DataArguments, condition: str) -> dict[str, Any]:
+    """``--real_voice_set``: the set's microphone clips (``real_mic``) and its ``condition`` LDV clips
+    (``real_ldv``) as eval sets, every k-th clip with ``--real_voice_samples``; a folder without a set is built there
+    first (``build_real_voice_set`` for that
+    condition, from the Debian packages of ``scripts/setup.sh``)."""
+    from ..data.loading import load_audio_dataset
+    from ..data.real_voices import build_real_voice_set
+    from ..synthetic.simulator import get_condition
+
+    folder = Path(data_args.real_voice_set)
+    name = get_condition(condition).name
+    if not (folder / "manifest.json").is_file() or not (folder / "ldv" / name / "metadata.csv").is_file():
+        logger.info("building the real-voice set (microphone and %s) in %s", name, folder)
+        build_real_voice_set(folder, conditions=[condition], progress=False)
+    sets = {}
+    for key, path in (("real_mic", folder / "mic"), ("real_ldv", folder / "ldv" / name)):
+        loaded = load_audio_dataset(str(path), audio_column="audio", text_column="text")
+        rows = eval_split(loaded, str(path), given_for_evaluation=True)
+        if data_args.real_voice_samples and len(rows) > data_args.real_voice_samples:
+            # every k-th clip in the set's order (sorted by prompt: every group of prompts keeps its share)
+            step = -(-len(rows) // data_args.real_voice_samples)
+            rows = rows.select(range(0, len(rows), step))
+        sets[key] = rows
+    return sets
+
+
 def load_training_data(data_args: DataArguments, seed: int, objective: str) -> TrainingData:
     """The demo corpus (no ``--train_data``) or the user's recordings, bad rows handled by ``--on_bad_example``,
     each eval set capped at ``--max_eval_samples``; an objective that needs paired data checks it is."""
@@ -174,6 +202,8 @@ def load_training_data(data_args: DataArguments, seed: int, objective: str) -> T
         corpus = None
         train, eval_sets = load_user_data(data_args, seed)
         condition = Path(data_args.train_data).name
+    if data_args.real_voice_set:
+        eval_sets.update(real_voice_eval_sets(data_args, data_args.condition))
     # paired rows: a bad microphone clip is a bad row too (it would stop the feature cache or the distill step)
     train, report = filter_bad_examples(train, on_bad_example=data_args.on_bad_example,
                                         mic_audio_column="mic_audio" if "mic_audio" in train.column_names else None)
@@ -195,4 +225,5 @@ __all__ = [
     "mic_rows",
     "mix_mic_rows",
     "mix_user_mic_rows",
+    "real_voice_eval_sets",
 ]

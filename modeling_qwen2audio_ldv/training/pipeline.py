@@ -128,6 +128,10 @@ def evaluate_run(model, processor, data: TrainingData, model_args: ModelArgument
     if "mic" in scores and "ldv" in scores:
         results["gap_recovered"] = gap_recovered(scores["ldv"]["baseline"]["cer"], scores["ldv"]["adapted"]["cer"],
                                                  scores["mic"]["baseline"]["cer"])
+    if "real_mic" in scores and "real_ldv" in scores:
+        results["real_voice_gap_recovered"] = gap_recovered(
+            scores["real_ldv"]["baseline"]["cer"], scores["real_ldv"]["adapted"]["cer"],
+            scores["real_mic"]["baseline"]["cer"])
     results["examples"] = [  # the first three transcripts of each eval set
         {"set": name, **{column: texts[i] for column, texts in rows.items()}}
         for name, rows in predictions.items() for i in range(min(3, len(rows["reference"])))
