@@ -246,3 +246,28 @@ def test_smoke_two_rows(tmp_path, monkeypatch):
     assert resumed[0]["ldv_cer"] == saved["runs"][1]["ldv_cer"]
     assert "1 of the 1 trained runs were taken from earlier invocations" in (
         tmp_path / "again" / "compare_methods.md").read_text()
+
+
+def test_real_voice_columns_and_their_gap():
+    """With the real-voice set scored, each row gets its real-voice CERs and its gap on that set: baseline real LDV
+    0.5, real mic 0.2 -> gap 0.3; a row at 0.35 and 0.29 (mean 0.32) recovers 0.5 and 0.7 of it (mean 0.6)."""
+    from comparison.runs import real_voice_scores
+
+    scores = {"ldv": {"adapted": {"cer": 0.3, "wer": 0.4}},
+              "real_ldv": {"adapted": {"cer": 0.35, "wer": 0.5}}, "real_mic": {"adapted": {"cer": 0.21, "wer": 0.3}}}
+    assert real_voice_scores(scores) == {"real_ldv_cer": 0.35, "real_ldv_wer": 0.5, "real_mic_cer": 0.21,
+                                         "real_mic_wer": 0.3}
+    assert real_voice_scores({"ldv": scores["ldv"]}) == {}
+
+    def with_real(run, real_ldv, real_mic):
+        return {**run, "real_ldv_cer": real_ldv, "real_mic_cer": real_mic}
+
+    baseline = with_real(_run("baseline", None, 0.6), 0.5, 0.2)
+    runs = [baseline, with_real(_run("transformer_standard", 0, 0.3), 0.35, 0.21),
+            with_real(_run("transformer_standard", 1, 0.3), 0.29, 0.2)]
+    rows = {s["row"]: s for s in summarise(runs, baseline)}
+    standard = rows["transformer_standard"]
+    assert math.isclose(standard["real_ldv_cer"]["mean"], 0.32)
+    assert math.isclose(standard["real_gap_recovered"]["mean"], 0.6)
+    assert math.isclose(standard["real_mic_cer"]["mean"], 0.205)
+    assert "real_ldv_cer" not in summarise([_run("baseline", None, 0.6)], _run("baseline", None, 0.6))[0]

@@ -40,6 +40,9 @@ class CompareArguments:
         "help": "rows nearest transformer_standard in LDV CER (first seed) that also run extra_seeds"})
     # data (the demo's)
     condition: str = field(default="cardboard_box", metadata={"help": "LDV condition to train and test on"})
+    real_voice_set: str | None = field(default=None, metadata={
+        "help": "a real-voice set folder (build-real-voice-set; built there if absent): every row is also scored on "
+                "its microphone and `condition` LDV clips"})
     num_train_utterances: int = field(default=600, metadata={"help": "training utterances"})
     num_eval_utterances: int = field(default=60, metadata={"help": "utterances per eval set"})
     corpus_seed: int = field(default=0, metadata={"help": "corpus seed (the same corpus for every seed)"})

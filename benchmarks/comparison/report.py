@@ -60,9 +60,20 @@ def summarise(runs: list[dict[str, Any]], baseline: dict[str, Any]) -> list[dict
             "ldv_cer": _stats([r["ldv_cer"] for r in mine]), "ldv_wer": _stats([r["ldv_wer"] for r in mine]),
             "mic_cer": _stats([r["mic_cer"] for r in mine]), "mic_wer": _stats([r["mic_wer"] for r in mine]),
             "gap_recovered": _stats(gaps), "oracle_share": _stats(shares), "ceiling_share": _stats(ceiling),
+            **_real_voice_summary(mine, baseline),
             "projector_preserved": all(r["projector_preserved"] for r in mine),
         })
     return summaries
+
+
+def _real_voice_summary(mine: list[dict[str, Any]], baseline: dict[str, Any]) -> dict[str, Any]:
+    """Mean/std of a row's real-voice CERs and of its gap on the real-voice set (against the baseline's real-voice
+    LDV and microphone CER), when the comparison scored that set."""
+    if "real_ldv_cer" not in baseline or any("real_ldv_cer" not in r for r in mine):
+        return {}
+    gaps = [gap_recovered(baseline["real_ldv_cer"], r["real_ldv_cer"], baseline["real_mic_cer"]) for r in mine]
+    return {"real_ldv_cer": _stats([r["real_ldv_cer"] for r in mine]),
+            "real_mic_cer": _stats([r["real_mic_cer"] for r in mine]), "real_gap_recovered": _stats(gaps)}
 
 
 def _fmt(stat: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
@@ -105,6 +116,16 @@ def results_markdown(results: dict[str, Any]) -> str:
             f" | {_fmt(s['ldv_cer'])} | {_fmt(s['ldv_wer'])} | {_fmt(s['mic_cer'])} | {_fmt(s['mic_wer'])} | "
             f"{_fmt(s['gap_recovered'])} | {_fmt(s['oracle_share'])} | {_fmt(s.get('ceiling_share', {}))} | "
             f"{s['projector_preserved']} | {seeds} |")
+    real_rows = [s for s in results["rows"] if "real_ldv_cer" in s]
+    if real_rows and "real_ldv_cer" in base:
+        lines += [
+            "", "Real voices (the real-voice set: real speakers' microphone recordings and their simulated "
+            f"`{settings['condition']}` LDV versions; no row trains on them). Baseline: LDV CER "
+            f"{100 * base['real_ldv_cer']:.1f}%, microphone CER {100 * base['real_mic_cer']:.1f}%.", "",
+            "| Method | real LDV CER (%) | real mic CER (%) | real-voice gap recovered (%) |", "|---|---:|---:|---:|",
+        ]
+        lines += [f"| {s['label']} | {_fmt(s['real_ldv_cer'])} | {_fmt(s['real_mic_cer'])} | "
+                  f"{_fmt(s['real_gap_recovered'])} |" for s in real_rows]
     machine = results["machine"]
     lines += [
         "",

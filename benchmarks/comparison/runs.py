@@ -83,6 +83,10 @@ def build_data(args: CompareArguments, base: str, processor) -> ComparisonData:
                               num_eval_utterances=args.num_eval_utterances, corpus_seed=args.corpus_seed,
                               mic_fraction=args.mic_fraction, text_kinds=list(args.text_kinds))
     _, eval_sets, corpus = build_demo_data(data_args, args.seeds[0])
+    if args.real_voice_set:
+        from modeling_qwen2audio_ldv.training.data import real_voice_eval_sets
+
+        eval_sets.update(real_voice_eval_sets(DataArguments(real_voice_set=args.real_voice_set), args.condition))
     # the training utterances before the microphone share is mixed in: each row's LDV and microphone clip, encoded
     # once (every row and seed draws its own microphone rows from them, :meth:`ComparisonData.mic_rows`)
     train = corpus["train"].filter(lambda c: c == args.condition, input_columns="condition")
@@ -249,6 +253,7 @@ def train_and_evaluate(row: Row, seed: int, base: str, processor, data: Comparis
         "checkpoint_bytes": size, "train_seconds": round(train_seconds, 2), "eval_seconds": round(eval_seconds, 2),
         "ldv_cer": scores["ldv"]["adapted"]["cer"], "ldv_wer": scores["ldv"]["adapted"]["wer"],
         "mic_cer": scores["mic"]["adapted"]["cer"], "mic_wer": scores["mic"]["adapted"]["wer"],
+        **real_voice_scores(scores),
         "projector_preserved": bool(preserved), "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
     }
@@ -258,6 +263,12 @@ def train_and_evaluate(row: Row, seed: int, base: str, processor, data: Comparis
                 "preserved %s", row.name, seed, f"{trainable:,}", train_seconds, eval_seconds,
                 100 * record["ldv_cer"], 100 * record["mic_cer"], preserved)
     return record
+
+
+def real_voice_scores(scores: dict[str, Any]) -> dict[str, float]:
+    """The real-voice set's CER/WER of a scored run (``real_ldv_cer``, ...), empty without the set."""
+    return {f"{name}_{metric}": scores[name]["adapted"][metric]
+            for name in ("real_ldv", "real_mic") if name in scores for metric in ("cer", "wer")}
 
 
 def evaluate_baseline(base: str, processor, data: ComparisonData, args: CompareArguments,
@@ -276,6 +287,7 @@ def evaluate_baseline(base: str, processor, data: ComparisonData, args: CompareA
         "train_seconds": 0.0, "eval_seconds": round(time.perf_counter() - start, 2),
         "ldv_cer": scores["ldv"]["adapted"]["cer"], "ldv_wer": scores["ldv"]["adapted"]["wer"],
         "mic_cer": scores["mic"]["adapted"]["cer"], "mic_wer": scores["mic"]["adapted"]["wer"],
+        **real_voice_scores(scores),
         "projector_preserved": True,
     }
     logger.info("%s (%s): LDV CER %.2f%%, mic CER %.2f%%", row, base, 100 * record["ldv_cer"],
