@@ -26,7 +26,6 @@ Writes ``benchmarks/results/real_voices.json`` (settings, machine, rates, every 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -56,7 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--limit", type=int, default=0, help="first N clips of the real set (0: all)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 on shared cores)")
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-new-tokens", type=int, default=128,
+    parser.add_argument("--max-new-tokens", type=int, default=160,
                         help="generation limit (the set's longest references are ~300 characters)")
     parser.add_argument("--output-dir", default=str(DEFAULT_OUTPUT))
     return parser.parse_args(argv)
@@ -76,17 +75,9 @@ def group_of(prompt_id: str) -> str:
 
 def read_folder(folder: Path, limit: int) -> list[dict[str, Any]]:
     """The rows of one audiofolder of the set, with their audio (float32, 16 kHz)."""
-    import soundfile as sf
+    from modeling_qwen2audio_ldv.data.real_voices import read_set_folder
 
-    with open(folder / "metadata.csv", newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    rows = rows[:limit] if limit > 0 else rows
-    for row in rows:
-        audio, rate = sf.read(folder / row["file_name"], dtype="float32")
-        if rate != 16000:
-            raise ValueError(f"{folder / row['file_name']}: {rate} Hz, expected 16000")
-        row["audio"] = audio
-    return rows
+    return read_set_folder(folder, limit)
 
 
 def build_settings(model: str) -> dict[str, Any]:
@@ -94,11 +85,16 @@ def build_settings(model: str) -> dict[str, Any]:
 
 
 def training_vocabulary(settings: dict[str, Any]) -> set[str]:
-    """The words of the base's training texts (its build: ``make_texts(num_train + num_heldout, ...)[:num_train]``)."""
+    """The words of the base's training texts (its build: ``make_texts(num_train + num_heldout, ...)[:num_train]``,
+    plus the real-voice set's transcripts when the build spoke them: ``prompt_repeats``/``num_spans``)."""
     from modeling_qwen2audio_ldv.synthetic.texts import make_texts
 
     texts = make_texts(settings["num_train"] + settings["num_heldout"], settings["seed"],
                        kinds=tuple(settings["kinds"]), language="en")[: settings["num_train"]]
+    if settings.get("prompt_repeats", 0) > 0 or settings.get("num_spans", 0) > 0:
+        from modeling_qwen2audio_ldv.data.real_voices import transcript_texts
+
+        texts = texts + transcript_texts()
     return {word for text in texts for word in text.split()}
 
 
@@ -158,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "set": str(args.set),
         "max_new_tokens": args.max_new_tokens,
+        "trained_voices": [*build_settings(args.model)["train_voices"],
+                           *build_settings(args.model).get("natural_voices", [])],
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
                     "torch": torch.__version__},
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -181,7 +179,7 @@ def synthetic_voices(args: argparse.Namespace, transcribe) -> tuple[dict[str, An
     build = build_settings(args.model)
     texts = make_texts(build["num_train"] + build["num_heldout"], build["seed"], kinds=tuple(build["kinds"]),
                        language="en")[build["num_train"]:][: args.texts]
-    voices = [*build["heldout_voices"], *NATURAL_VOICES]
+    voices = list(dict.fromkeys([*build["heldout_voices"], *NATURAL_VOICES]))
     results, transcripts = {}, {}
     for voice in voices:
         if not engine_available(voice):
@@ -210,9 +208,12 @@ def markdown(record: dict[str, Any]) -> str:
                 lines.append(f"| {name}: {group} | {entry[group]['clips']} | {100 * entry[group]['cer']:.1f}% | "
                              f"{100 * entry[group]['wer']:.1f}% |")
     if record["results"]["synthetic"]:
-        lines += ["", "| voice (the base's held-out texts, microphone) | clips | CER | WER |", "|---|---|---|---|"]
+        heard = set(record.get("trained_voices", ()))
+        lines += ["", "| voice (the base's held-out texts, microphone) | heard in the base's training | clips | CER | WER |",
+                  "|---|---|---|---|---|"]
         for voice, entry in record["results"]["synthetic"].items():
-            lines.append(f"| {voice} | {entry['clips']} | {100 * entry['cer']:.1f}% | {100 * entry['wer']:.1f}% |")
+            lines.append(f"| {voice} | {'yes' if voice in heard else 'no'} | {entry['clips']} | "
+                         f"{100 * entry['cer']:.1f}% | {100 * entry['wer']:.1f}% |")
     return "\n".join(lines) + "\n"
 
 

@@ -11,6 +11,8 @@ from modeling_qwen2audio_ldv.evaluation.scoring import edit_operations
 from modeling_qwen2audio_ldv.synthetic.mini_world import error_rates
 
 MINI_BASE = Path(__file__).resolve().parents[1] / "mini_base"
+# tiny builds on eSpeak template texts alone, rendered in this process (monkeypatched functions apply)
+ESPEAK_ONLY = dict(prompt_repeats=0, num_spans=0, natural_share=0.0, augment=False, num_proc=1)
 
 
 def test_error_rates_by_hand():
@@ -110,6 +112,11 @@ def test_mini_base_transcribes_heldout_microphone_speech():
     assert {e["voice"] for e in examples} <= set(record["corpus"]["heldout_voices"])
     assert not {e["voice"] for e in examples} & set(record["corpus"]["train_voices"])
 
+    from modeling_qwen2audio_ldv.synthetic.voices import engine_available
+
+    missing = sorted({e["voice"] for e in examples if not engine_available(e["voice"])})
+    if missing:
+        pytest.skip(f"the engines of {missing} are installed by scripts/setup.sh")
     model = Qwen2AudioForConditionalGeneration.from_pretrained(MINI_BASE)
     processor = AutoProcessor.from_pretrained(MINI_BASE)
     clips = [render_heldout_microphone(example, record["seed"]) for example in examples]
@@ -122,14 +129,31 @@ def test_mini_base_transcribes_heldout_microphone_speech():
 
 @pytest.mark.speech
 def test_build_is_deterministic_for_a_seed():
-    """Two short builds (tiny corpus, 4 steps) with the same seed give the same first-epoch loss."""
+    """Two short builds (tiny corpus, 4 steps) with the same seed give the same first-epoch loss; the build's
+    whole recipe runs: template texts, word spans of the real-voice set's transcripts, Flite/Festival voices next to
+    eSpeak's, augmentation, two rendering processes."""
     pytest.importorskip("espeakng_loader")
+    pytest.importorskip("audiomentations")
+    from modeling_qwen2audio_ldv.data.real_voices import transcript_texts
     from modeling_qwen2audio_ldv.synthetic.mini_world import build_mini_base
+    from modeling_qwen2audio_ldv.synthetic.voices import engine_available
 
-    small = dict(num_train=24, num_heldout=2, steps=4, batch_size=8, max_new_tokens=4, log_every=2, command="test")
+    try:
+        domain = set(transcript_texts())
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+    if not all(engine_available(v) for v in ("flite:slt", "festival:kal_diphone")):
+        pytest.skip("Flite and Festival are installed by scripts/setup.sh")
+    small = dict(num_train=8, prompt_repeats=0, num_spans=16, natural_voices=("flite:slt", "festival:kal_diphone"),
+                 natural_share=0.5, augment=True, num_proc=2, num_heldout=2, steps=4, batch_size=8,
+                 max_new_tokens=4, log_every=2, command="test")
     first = build_mini_base(None, seed=3, **small)
     second = build_mini_base(None, seed=3, **small)
     other = build_mini_base(None, seed=4, **small)
+    corpus = first["corpus"]
+    assert corpus["train_clips"] == 24 and corpus["train_clips_by_engine"]["espeak"] < 24
+    assert set(corpus["train_clips_by_engine"]) <= {"espeak", "flite", "festival"}
+    assert corpus["transcript_texts"] == len(domain)
     assert first["training"]["steps_per_epoch"] == 3
     assert first["training"]["first_epoch_loss"] == second["training"]["first_epoch_loss"]
     assert first["training"]["losses_every_50"] == second["training"]["losses_every_50"]
@@ -160,7 +184,8 @@ def test_ldv_native_build_trains_on_the_condition_s_recordings(monkeypatch):
 
     monkeypatch.setattr(simulator, "simulate_ldv", counting_simulate)
     monkeypatch.setattr(mini_world, "microphone_channel", counting_mic)
-    small = dict(num_train=8, num_heldout=2, steps=1, batch_size=8, max_new_tokens=2, log_every=1, command="test")
+    small = dict(num_train=8, num_heldout=2, steps=1, batch_size=8, max_new_tokens=2, log_every=1, command="test",
+                 **ESPEAK_ONLY)
     record = mini_world.build_mini_base(None, seed=0, train_condition="wall", **small)
     assert record["settings"]["train_condition"] == "wall"
     # 8 training clips simulated, plus the held-out LDV clips of the evaluation (2 per preset and default)
@@ -185,7 +210,7 @@ def test_train_encoder_fine_tunes_the_pretrained_tower_at_its_own_rate(tmp_path)
 
     _, pretrained = load_whisper_base_encoder()
     small = dict(num_train=8, num_heldout=2, steps=2, batch_size=8, max_new_tokens=2, log_every=1, command="test",
-                 train_condition="wall", train_encoder=True)
+                 train_condition="wall", train_encoder=True, **ESPEAK_ONLY)
 
     def tower_changes(output):
         saved = load_file(str(output / "model.safetensors"))
@@ -206,3 +231,62 @@ def test_train_encoder_fine_tunes_the_pretrained_tower_at_its_own_rate(tmp_path)
     assert "simulated LDV recordings (`wall`)" in text
     with pytest.raises(ValueError, match="train_encoder applies to encoder='whisper-base'"):
         mini_world.build_mini_base(None, seed=0, encoder="scratch", **small)
+
+
+def test_utterances_mix_natural_voices_at_the_given_share():
+    """Without natural voices the rows are the round robin over eSpeak voices (the earlier builds' rows); with a
+    share, about that share of rows draws a natural voice, and a voice without pitch control speaks at pitch 50."""
+    from modeling_qwen2audio_ldv.synthetic.mini_base_data import utterances
+
+    texts = [f"text {i}" for i in range(400)]
+    espeak = ("en-us", "en-gb+f2")
+    plain = utterances(texts, espeak, seed=0, split="train")
+    assert [row["voice"] for row in plain] == [espeak[i % 2] for i in range(400)]
+    assert plain == utterances(texts, espeak, seed=0, split="train", natural_voices=("flite:slt",), natural_share=0.0)
+    mixed = utterances(texts, espeak, seed=0, split="train", natural_voices=("flite:slt", "piper:joe"),
+                       natural_share=0.5)
+    natural = [row for row in mixed if row["voice"] in ("flite:slt", "piper:joe")]
+    # binomial(400, 0.5): 200 +- 10 (1 sd); 140..260 is 6 sd
+    assert 140 <= len(natural) <= 260
+    assert {row["voice"] for row in natural} == {"flite:slt", "piper:joe"}
+    assert all(row["pitch"] == 50 for row in mixed if row["voice"] == "piper:joe")
+    assert len({row["pitch"] for row in mixed if row["voice"] == "flite:slt"}) > 5
+    # a row keeps the rate and pitch draw of the plain rows (the voice draw comes after them)
+    assert [row["rate"] for row in mixed] == [row["rate"] for row in plain]
+    everyone = utterances(texts, espeak, seed=0, split="train", natural_voices=("flite:slt",), natural_share=1.0)
+    assert {row["voice"] for row in everyone} == {"flite:slt"}
+
+
+@pytest.mark.speech
+def test_training_clips_are_keyed_by_row_and_augmented_on_request():
+    pytest.importorskip("espeakng_loader")
+    pytest.importorskip("audiomentations")
+    from modeling_qwen2audio_ldv.synthetic.mini_base_data import render_clean, render_train_clip
+
+    row = {"id": "train-00007", "text": "press the pound key", "voice": "en-us", "rate": 175, "pitch": 50}
+    light = render_train_clip(row, seed=0)
+    assert np.array_equal(light, render_train_clip(dict(row), seed=0))
+    assert not np.array_equal(light, render_train_clip({**row, "id": "train-00008"}, seed=0))
+    assert light.shape == render_clean(row).shape  # the light channel keeps the length
+    augmented = render_train_clip(row, seed=0, augment=True)
+    assert np.array_equal(augmented, render_train_clip(row, seed=0, augment=True))
+    # speed perturbation 0.9-1.1 changes the length by that factor
+    ratio = augmented.shape[0] / light.shape[0]
+    assert 0.89 <= ratio <= 1.12 and augmented.shape != light.shape
+    ldv = render_train_clip(row, seed=0, augment=True, condition="wall")
+    assert ldv.shape == augmented.shape and not np.allclose(ldv, augmented)
+
+
+def test_build_refuses_held_out_speakers_before_any_work():
+    """The real-voice set's speakers never train the base, and a held-out voice may not share a speaker with a
+    training voice (``flite:slt`` and Festival's HTS slt are one ARCTIC speaker); both fail in the settings check."""
+    from modeling_qwen2audio_ldv.data.held_out import HeldOutError
+    from modeling_qwen2audio_ldv.synthetic.mini_world import build_mini_base
+
+    with pytest.raises(HeldOutError, match="asterisk:allison_smith"):
+        build_mini_base(None, natural_voices=("asterisk:allison_smith",), natural_share=0.5)
+    with pytest.raises(ValueError, match=r"held-out voices \['flite:slt'\] share a speaker"):
+        build_mini_base(None, natural_voices=("festival:cmu_us_slt_arctic_hts",), natural_share=0.5,
+                        heldout_voices=("en-029+f5", "flite:slt"))
+    with pytest.raises(ValueError, match="natural_share"):
+        build_mini_base(None, natural_voices=(), natural_share=0.5)

@@ -1,4 +1,4 @@
-"""`ldv-qwen2audio build-mini-base`: train the mini Qwen2-Audio base on eSpeak NG speech."""
+"""`ldv-qwen2audio build-mini-base`: train the mini Qwen2-Audio base on synthetic speech."""
 
 import argparse
 from pathlib import Path
@@ -31,6 +31,33 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--kinds", nargs="+", default=list(defaults.kinds), help="text kinds: digits command sentence"
     )
+    parser.add_argument(
+        "--prompt-repeats", type=int, default=defaults.prompt_repeats,
+        help="training clips of each transcript of the real-voice set's packages, spoken by synthetic voices (the "
+        f"recordings are never read; default {defaults.prompt_repeats})",
+    )
+    parser.add_argument("--num-spans", type=int, default=defaults.num_spans,
+                        help=f"training clips of word spans cut from those transcripts (default {defaults.num_spans})")
+    parser.add_argument(
+        "--natural-voices", nargs="*", default=list(defaults.natural_voices),
+        help="Flite/Festival/Piper training voices, e.g. flite:slt festival:kal_diphone (default: "
+        f"{' '.join(defaults.natural_voices) or 'none'})",
+    )
+    parser.add_argument("--natural-share", type=float, default=defaults.natural_share,
+                        help=f"share of training clips spoken by a natural voice (default {defaults.natural_share})")
+    parser.add_argument(
+        "--augment", action=argparse.BooleanOptionalAction, default=defaults.augment,
+        help="speed, pitch, room, level and noise augmentation of training clips (synthetic.augment; needs "
+        "pip install \"qwen2audio-ldv[speech]\")",
+    )
+    parser.add_argument(
+        "--real-voice-set", default=defaults.real_voice_set,
+        help="a folder built by build-real-voice-set: its microphone and cardboard_box clips are scored too",
+    )
+    parser.add_argument("--num-proc", type=int, default=defaults.num_proc,
+                        help=f"processes rendering training clips (default {defaults.num_proc})")
+    parser.add_argument("--num-threads", type=int, default=defaults.num_threads,
+                        help=f"torch threads (default {defaults.num_threads}; 1 when other jobs share the cores)")
     parser.add_argument(
         "--train-condition", default=None,
         help="train on this LDV condition's simulated recordings instead of microphone speech (preset name or "
@@ -66,5 +93,13 @@ def run_build_mini_base(args: argparse.Namespace) -> int:
         train_condition=args.train_condition,
         train_encoder=args.train_encoder,
         encoder_learning_rate=args.encoder_learning_rate,
+        prompt_repeats=args.prompt_repeats,
+        num_spans=args.num_spans,
+        natural_voices=tuple(args.natural_voices),
+        natural_share=args.natural_share,
+        augment=args.augment,
+        real_voice_set=args.real_voice_set,
+        num_proc=args.num_proc,
+        num_threads=args.num_threads,
     )
     return 0

@@ -1,6 +1,6 @@
 # Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
-"""Speech and batches of the mini base build: utterances, eSpeak clips through a microphone channel or the LDV
-simulator, the processor outputs computed once, SpecAugment-style masks and padded training batches.
+"""Speech and batches of the mini base build: utterances, clips of any synthesis engine (eSpeak NG, Flite, Festival,
+Piper) through a microphone channel or the LDV simulator, the processor outputs computed once, SpecAugment-style masks and padded training batches.
 
 Every random choice draws from a generator keyed by the build seed and the utterance (:func:`keyed_rng`), so a clip
 does not depend on which other clips are rendered or in which order.
@@ -19,8 +19,8 @@ import torch
 from ..audio import SAMPLING_RATE
 from . import simulator
 from .corpus import PITCH_RANGE, RATE_RANGE
-from .espeak import synthesize
 from .mini_base_settings import MiniBaseSettings
+from .voices import NEUTRAL_PITCH, supports_pitch, synthesize_voice
 
 
 def keyed_rng(seed: int, *key: object) -> np.random.Generator:
@@ -60,9 +60,14 @@ def microphone_channel(clean: np.ndarray, rng: np.random.Generator, reverb: bool
 
 
 def utterances(
-    texts: Sequence[str], voices: Sequence[str], seed: int, split: str
+    texts: Sequence[str], voices: Sequence[str], seed: int, split: str,
+    natural_voices: Sequence[str] = (), natural_share: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """Assign a voice (round robin), a speaking rate and a base pitch to each text.
+    """Assign a voice, a speaking rate and a base pitch to each text.
+
+    The voice is ``voices[index % len(voices)]`` (round robin), or, with probability ``natural_share``, one of
+    ``natural_voices`` drawn uniformly. A voice without pitch control (:func:`~.voices.supports_pitch`) speaks at its
+    own pitch (50).
 
     Returns:
         ``[{"id", "text", "voice", "rate", "pitch"}]``; rate in eSpeak words per minute, pitch 0-99.
@@ -70,21 +75,44 @@ def utterances(
     rows = []
     for index, text in enumerate(texts):
         rng = keyed_rng(seed, "utterance", split, index)
-        rows.append(
-            {
-                "id": f"{split}-{index:05d}",
-                "text": text,
-                "voice": voices[index % len(voices)],
-                "rate": int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1)),
-                "pitch": int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1)),
-            }
-        )
+        rate = int(rng.integers(RATE_RANGE[0], RATE_RANGE[1] + 1))
+        pitch = int(rng.integers(PITCH_RANGE[0], PITCH_RANGE[1] + 1))
+        voice = voices[index % len(voices)]
+        if natural_voices and rng.random() < natural_share:  # no extra draw without natural voices
+            voice = natural_voices[int(rng.integers(len(natural_voices)))]
+        rows.append({"id": f"{split}-{index:05d}", "text": text, "voice": voice, "rate": rate,
+                     "pitch": pitch if supports_pitch(voice) else NEUTRAL_PITCH})
     return rows
 
 
 def render_clean(row: dict[str, Any]) -> np.ndarray:
-    """The eSpeak NG clip of an utterance row (float32, 16 kHz, silence trimmed)."""
-    return synthesize(row["text"], voice=row["voice"], rate=row["rate"], pitch=row["pitch"], sample_rate=SAMPLING_RATE)
+    """The clip of an utterance row by its voice's engine (float32, 16 kHz, silence trimmed)."""
+    return synthesize_voice(row["text"], voice=row["voice"], rate=row["rate"], pitch=row["pitch"],
+                            sample_rate=SAMPLING_RATE)
+
+
+def render_train_clip(row: dict[str, Any], seed: int, augment: bool = False, condition: Any = None) -> np.ndarray:
+    """A training clip of an utterance row.
+
+    With ``augment``, the talker is perturbed (speed 0.9-1.1, pitch: :func:`~.augment.perturb_speech`); the clip is
+    then what a microphone hears (:func:`~.augment.microphone_channel`: room, level, coloured noise) or, with an LDV
+    ``condition``, the simulator's recording of the perturbed talker. Without ``augment``: the light channel of
+    :func:`microphone_channel` (or the simulator on the clean clip). Every draw is keyed by the seed and the row id.
+    """
+    clean = render_clean(row)
+    if augment:
+        from .augment import SpeechAugmentation, perturb_speech
+        from .augment import microphone_channel as room_channel
+
+        talker_seed = int(keyed_rng(seed, "train-talker", row["id"]).integers(2**62))
+        clean = perturb_speech(clean, SAMPLING_RATE, talker_seed, SpeechAugmentation())
+        if condition is None:
+            room_seed = int(keyed_rng(seed, "train-room", row["id"]).integers(2**62))
+            return room_channel(clean, SAMPLING_RATE, room_seed, SpeechAugmentation())
+    if condition is None:
+        return microphone_channel(clean, keyed_rng(seed, "train-channel", row["id"]), reverb=True)
+    simulator_seed = int(keyed_rng(seed, "train-ldv", row["id"]).integers(2**31))
+    return simulator.simulate_ldv(clean, SAMPLING_RATE, condition, seed=simulator_seed)
 
 
 def render_heldout_microphone(row: dict[str, Any], seed: int) -> np.ndarray:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..data.collator import DEFAULT_INSTRUCTION
-from .mini_base_settings import CER_TARGET
+from .mini_base_settings import CER_TARGET, REAL_VOICE_CER_TARGET
 
 
 def build_markdown(record: dict[str, Any]) -> str:
@@ -38,20 +38,20 @@ The prompt is `data.collator.build_prompt(processor, "{DEFAULT_INSTRUCTION}")`; 
 
 Seed {record['seed']}; every knob is in `build_record.json` (`settings`).
 Wall time {record['wall_seconds'] / 60:.1f} min (synthesis {record['synthesis_seconds'] / 60:.1f} min, training
-{training['train_seconds'] / 60:.1f} min) on a machine with {record['machine']['cpu_count']} CPU cores shared with other
-jobs, {record['machine']['torch_threads']} torch thread(s) ({record['machine']['platform']}, torch
+{training['train_seconds'] / 60:.1f} min) on a machine with {record['machine']['cpu_count']} CPU cores,
+{record['machine']['torch_threads']} torch thread(s) ({record['machine']['platform']}, torch
 {record['machine']['torch']}, transformers {record['machine']['transformers']}).
 
 ## Corpus
 
-- Texts: `corpus.make_texts` kinds {', '.join(corpus['kinds'])}; training and held-out texts are disjoint.
+{_texts_lines(record)}
 - {corpus['train_clips']} training clips ({corpus['train_audio_minutes']} min, longest
   {corpus['train_clip_seconds_max']} s; {corpus['train_clips_dropped_longer_than_window']} dropped for exceeding the
-  {corpus['window_seconds']:.0f} s window), spoken by {len(corpus['train_voices'])} voices:
-  {', '.join(corpus['train_voices'])}.
+  {corpus['window_seconds']:.0f} s window), spoken by {len(corpus['train_voices'])} eSpeak voices:
+  {', '.join(corpus['train_voices'])}{_natural_line(corpus)}.
 - Training channel: {corpus['train_channel']}{'' if model.get('encoder_frozen') else '; SpecAugment-style masks on the fly'}.
-- {corpus['heldout_clips']} held-out clips by {len(corpus['heldout_voices'])} unseen voices:
-  {', '.join(corpus['heldout_voices'])} (the validation and test voices of the default corpus).
+- {corpus['heldout_clips']} held-out clips (held-out texts) by {len(corpus['heldout_voices'])} voices no training voice
+  shares a speaker with: {', '.join(corpus['heldout_voices'])}.
   Channel: {corpus['heldout_channel']}.
 
 ## Model
@@ -79,7 +79,7 @@ First-epoch loss {training['first_epoch_loss']:.4f}; mean loss of the last 50 st
 {_preset_rows(evaluation, ldv['condition'])}
 Target: CER at most {100 * CER_TARGET:.0f}% on held-out microphone speech:
 {'met' if mic['cer'] <= CER_TARGET else 'NOT met'}. The LDV gap is what the domain adapter closes.
-
+{_voice_rows(evaluation)}{_real_voice_section(evaluation)}
 | voice | reference | microphone | LDV |
 |---|---|---|---|
 {examples}
@@ -147,3 +147,63 @@ def _training_note(record: dict[str, Any]) -> str:
             f"trimmed tower)\nand only the projector and decoder train (dropout "
             f"{record['settings']['feature_dropout']} on the cached features instead of SpecAugment).")
 
+
+
+def _texts_lines(record: dict[str, Any]) -> str:
+    corpus, settings = record["corpus"], record["settings"]
+    line = (f"- Texts: `texts.make_texts` kinds {', '.join(corpus['kinds'])} ({settings['num_train']} training "
+            "texts); held-out texts are the next ones drawn, never a training text.")
+    if corpus.get("transcript_texts"):
+        line += (f"\n- The real-voice set's text domain: the {corpus['transcript_texts']} distinct transcripts of the "
+                 "Debian packages `asterisk-core-sounds-en` and `pocketsphinx-testdata`\n"
+                 f"  (`data.real_voices.transcript_texts`: the texts only), each spoken {settings['prompt_repeats']} "
+                 f"times by synthetic voices, and {settings['num_spans']} word spans of\n"
+                 "  them (`texts.span_texts`, 1-8 words, some joined in pairs). The set's texts are heard in training, "
+                 "spoken by synthetic voices;\n  its recordings (the real speakers) never are.")
+    return line
+
+
+def _natural_line(corpus: dict[str, Any]) -> str:
+    natural = corpus.get("natural_voices") or []
+    if not natural:
+        return ""
+    engines = ", ".join(f"{engine} {count}" for engine, count in corpus.get("train_clips_by_engine", {}).items())
+    return (f", and {len(natural)} Flite/Festival voices built from real speakers' recordings: {', '.join(natural)}"
+            f" (clips by engine: {engines})")
+
+
+def _voice_rows(evaluation: dict[str, Any]) -> str:
+    voices = evaluation.get("heldout_microphone_by_voice") or {}
+    if not voices:
+        return ""
+    rows = "".join(f"| {voice} | {v['clips']} | {100 * v['cer']:.2f}% | {100 * v['wer']:.2f}% |\n"
+                   for voice, v in voices.items())
+    return f"""
+| held-out voice (microphone) | clips | CER | WER |
+|---|---|---|---|
+{rows}"""
+
+
+def _real_voice_section(evaluation: dict[str, Any]) -> str:
+    real = evaluation.get("real_voices")
+    if not real:
+        return ""
+    mic, ldv = real["mic"], real[[k for k in real if k not in ("set", "mic")][0]]
+    name = [k for k in real if k not in ("set", "mic")][0]
+    examples = "".join(f"| {e['text']} | {e['hypothesis']} |\n" for e in mic["examples"][:8])
+    return f"""
+## Real voices (`ldv-qwen2audio build-real-voice-set`, nothing of it trained on)
+
+| input | clips | CER | WER |
+|---|---|---|---|
+| real microphone recordings | {mic['clips']} ({mic['minutes']} min) | {100 * mic['cer']:.2f}% | {100 * mic['wer']:.2f}% |
+| their simulated LDV (`{name}`) | {ldv['clips']} | {100 * ldv['cer']:.2f}% | {100 * ldv['wer']:.2f}% |
+
+What the set is: {mic['clips']} read prompts by three real speakers (one professional IVR speaker for all but ten,
+one LibriVox reader, one "cards" speaker), from Debian packages; its texts are in the base's training texts (spoken
+by synthetic voices). What it is not: many speakers, spontaneous speech, or real LDV recordings (the LDV versions
+are simulated). Target: microphone CER at most {100 * REAL_VOICE_CER_TARGET:.0f}%: {'met' if mic['cer'] <= REAL_VOICE_CER_TARGET else 'NOT met'}.
+
+| reference (real microphone) | transcript |
+|---|---|
+{examples}"""

@@ -1,29 +1,35 @@
 # Copyright the qwen2audio-ldv authors. Licensed under the Apache License, Version 2.0.
-"""The mini base: a small stock Qwen2-Audio trained to transcribe eSpeak NG microphone speech.
+"""The mini base: a small stock Qwen2-Audio trained to transcribe synthetic microphone speech.
 
 The real base (``Qwen/Qwen2-Audio-7B-Instruct``) is too large to run here, so the mini world ships a small model of
 the *same classes* (``Qwen2AudioForConditionalGeneration``, ``Qwen2AudioProcessor``) that anyone can rebuild on a
 laptop CPU::
 
-    ldv-qwen2audio build-mini-base --output mini_base --seed 0
+    ldv-qwen2audio build-mini-base --output mini_base --seed 0 [--real-voice-set outputs/real_voices]
 
 Steps of :func:`build_mini_base` (one function each below):
 
-1. Texts from :func:`~modeling_qwen2audio_ldv.synthetic.texts.make_texts` (digit strings, short commands, status
-   sentences), split into training and held-out texts (disjoint), each with a voice, rate and pitch.
+1. Texts: template texts from :func:`~modeling_qwen2audio_ldv.synthetic.texts.make_texts` (digit strings, short
+   commands, status sentences), split into training and held-out texts (disjoint); then the real-voice set's text
+   domain (:func:`~modeling_qwen2audio_ldv.data.real_voices.transcript_texts`: the transcripts of its Debian packages,
+   never their recordings), each ``prompt_repeats`` times, and ``num_spans`` word spans of them
+   (:func:`~modeling_qwen2audio_ldv.synthetic.texts.span_texts`). Each text gets a voice (eSpeak NG, or with
+   probability ``natural_share`` a Flite/Festival voice built from a real speaker's recordings), a rate and a pitch.
 2. A BPE tokenizer trained on the training texts and the chat prompt
    (:func:`~modeling_qwen2audio_ldv.testing.build_corpus_tokenizer`) and the stock processor; speech from
-   :func:`~modeling_qwen2audio_ldv.synthetic.espeak.synthesize`: training voices and held-out voices are disjoint
-   (the held-out voices are the validation and test voices of the default corpus, so the base has never heard the
-   voices the adapter is evaluated on). Each training clip passes a mild random channel (gain, white noise, short
-   reverberation) or, with ``train_condition``, the LDV simulator; held-out clips a light microphone channel (gain
-   and faint noise) and the simulator.
+   :func:`~modeling_qwen2audio_ldv.synthetic.voices.synthesize_voice` in ``num_proc`` processes: training and
+   held-out voices share no speaker (the held-out eSpeak voices are the validation and test voices of the default
+   corpus, so the base has never heard the voices the adapter is evaluated on). Each training clip is augmented
+   (speed, pitch, room, level, noise: :mod:`~modeling_qwen2audio_ldv.synthetic.augment`) or, with
+   ``train_condition``, passes the LDV simulator; held-out clips a light microphone channel (gain and faint noise)
+   and the simulator.
 3. Features through the stock processor, computed once: the log-mel (an encoder that trains; SpecAugment-style
    masks on the fly) or the frozen pretrained encoder's outputs.
 4. The model (Whisper-base's pretrained encoder, or a toy encoder trained from scratch, with a projector and a small
    Qwen2 decoder), trained with AdamW, linear warm-up then cosine decay; labels on the transcript tokens only.
 5. Greedy ``generate`` on the held-out microphone clips and on their simulated LDV recordings under every preset
-   (:data:`~modeling_qwen2audio_ldv.synthetic.simulator.DEFAULT_CONDITION` first): corpus-level CER and WER.
+   (:data:`~modeling_qwen2audio_ldv.synthetic.simulator.DEFAULT_CONDITION` first): corpus-level CER and WER, per
+   held-out voice too; with ``real_voice_set``, on the real-voice set's microphone and ``DEFAULT_CONDITION`` clips.
 6. ``save_pretrained`` of model and processor, plus ``build_record.json`` and ``BUILD.md``
    (:mod:`~modeling_qwen2audio_ldv.synthetic.mini_base_report`).
 
@@ -33,16 +39,19 @@ helpers are in :mod:`~modeling_qwen2audio_ldv.synthetic.mini_base_data`.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +61,7 @@ import torch
 from ..audio import SAMPLING_RATE
 from ..configuration_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVConfig
 from ..data.collator import DEFAULT_INSTRUCTION, build_prompt
+from ..data.real_voices import transcript_texts
 from ..evaluation.scoring import compute_error_rates
 from ..inference.generate import generate_transcripts
 from ..modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
@@ -65,12 +75,13 @@ from .mini_base_data import (
     microphone_channel,
     render_clean,
     render_heldout_ldv,
+    render_train_clip,
     spec_augment,
     utterances,
 )
 from .mini_base_report import build_markdown
 from .mini_base_settings import ENCODERS, SCRATCH_DEFAULTS, MiniBaseSettings, mini_config
-from .texts import make_texts
+from .texts import make_texts, span_texts
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +117,8 @@ class _Evaluation:
     mic_scores: dict[str, float]
     ldv_scores: dict[str, float]
     preset_scores: dict[str, dict[str, float]]  # DEFAULT_CONDITION first, then every other preset
+    voice_scores: dict[str, dict[str, float]]  # microphone CER/WER per held-out voice
+    real_voices: dict[str, Any] | None = None  # the real-voice set's microphone and cardboard_box scores
 
 
 def error_rates(predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
@@ -214,8 +227,18 @@ def _resolve_settings(settings: MiniBaseSettings | None, seed: int, overrides: d
         simulator.get_condition(settings.train_condition)  # an unknown preset or a bad JSON fails before any work
     if settings.train_encoder and settings.encoder != "whisper-base":
         raise ValueError("train_encoder applies to encoder='whisper-base' (the scratch encoder always trains)")
-    if set(settings.train_voices) & set(settings.heldout_voices):
-        raise ValueError("`train_voices` and `heldout_voices` must be disjoint")
+    from ..data.held_out import default_registry
+    from .voices import voice_speaker
+
+    # the real-voice set's speakers never train the base (the registry's speakers and registered manifests)
+    default_registry().check_voices(settings.train_voices + settings.natural_voices)
+    heard = {voice_speaker(v) for v in settings.train_voices + settings.natural_voices}
+    shared = sorted(v for v in settings.heldout_voices if voice_speaker(v) in heard)
+    if shared:
+        raise ValueError(f"held-out voices {shared} share a speaker with `train_voices`/`natural_voices`: the held-out "
+                         "voices must be speakers the base never heard")
+    if not 0.0 <= settings.natural_share <= 1.0 or (settings.natural_share > 0 and not settings.natural_voices):
+        raise ValueError(f"`natural_share` ({settings.natural_share}) must be in [0, 1], and needs `natural_voices`")
     return settings
 
 
@@ -235,10 +258,22 @@ def _load_pretrained_encoder(settings: MiniBaseSettings) -> tuple[MiniBaseSettin
 
 
 def _utterance_rows(settings: MiniBaseSettings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Step 1: the training and held-out utterance rows (disjoint texts and voices)."""
+    """Step 1: the training and held-out utterance rows (disjoint texts and voices).
+
+    Training texts: ``num_train`` template texts, then each transcript of the real-voice set's text domain
+    ``prompt_repeats`` times, then ``num_spans`` word spans cut from those transcripts; held-out texts: the next
+    ``num_heldout`` template texts (never a training text).
+    """
     texts = make_texts(settings.num_train + settings.num_heldout, settings.seed, kinds=settings.kinds, language="en")
-    train_rows = utterances(texts[: settings.num_train], settings.train_voices, settings.seed, "train")
-    heldout_rows = utterances(texts[settings.num_train :], settings.heldout_voices, settings.seed, "heldout")
+    train_texts, heldout_texts = texts[: settings.num_train], texts[settings.num_train :]
+    if settings.prompt_repeats > 0 or settings.num_spans > 0:
+        held = set(heldout_texts)
+        domain = [text for text in transcript_texts() if text not in held]
+        spans = span_texts(domain, settings.num_spans, settings.seed, exclude=set(domain) | held | set(train_texts))
+        train_texts = train_texts + domain * settings.prompt_repeats + spans
+    train_rows = utterances(train_texts, settings.train_voices, settings.seed, "train",
+                            natural_voices=settings.natural_voices, natural_share=settings.natural_share)
+    heldout_rows = utterances(heldout_texts, settings.heldout_voices, settings.seed, "heldout")
     return train_rows, heldout_rows
 
 
@@ -253,22 +288,35 @@ def _tokenizer_and_processor(settings: MiniBaseSettings, train_rows: list[dict[s
     return tokenizer, processor, build_prompt(processor, DEFAULT_INSTRUCTION)
 
 
+def _rendered_train_clips(settings: MiniBaseSettings, rows: list[dict[str, Any]]) -> Iterator[np.ndarray]:
+    """The training clips of ``rows`` in order, rendered here or by ``settings.num_proc`` worker processes (from a
+    fork server that imported this module once: workers share no state with this process's torch threads)."""
+    render = functools.partial(render_train_clip, seed=settings.seed, augment=settings.augment,
+                               condition=settings.train_condition)
+    if settings.num_proc <= 1 or len(rows) < 2:
+        yield from (render(row) for row in rows)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" in methods:
+        context.set_forkserver_preload([__name__])
+    chunksize = max(1, min(16, len(rows) // (4 * settings.num_proc)))
+    with concurrent.futures.ProcessPoolExecutor(max_workers=settings.num_proc, mp_context=context) as pool:
+        yield from pool.map(render, rows, chunksize=chunksize)
+
+
 def _render_speech(settings: MiniBaseSettings, train_rows: list[dict[str, Any]], heldout_rows: list[dict[str, Any]],
                    window_s: float) -> _Speech:
-    """Step 2b: the training clips (microphone channel, or ``train_condition``'s LDV recordings; clips longer than
-    the window dropped) and the held-out clips (microphone and simulated LDV of the same utterances)."""
+    """Step 2b: the training clips (:func:`render_train_clip`: a microphone channel, augmented or not, or
+    ``train_condition``'s LDV recordings; clips longer than the window dropped) and the held-out clips (microphone
+    and simulated LDV of the same utterances)."""
     max_samples = int(window_s * SAMPLING_RATE)
     clips, kept_rows, dropped = [], [], 0
-    for row in train_rows:
-        clean = render_clean(row)
-        if clean.shape[0] > max_samples:
+    for row, clip in zip(train_rows, _rendered_train_clips(settings, train_rows)):
+        if clip.shape[0] > max_samples:
             dropped += 1
             continue
-        if settings.train_condition is None:
-            clips.append(microphone_channel(clean, keyed_rng(settings.seed, "train-channel", row["id"]), reverb=True))
-        else:
-            simulator_seed = int(keyed_rng(settings.seed, "train-ldv", row["id"]).integers(2**31))
-            clips.append(simulator.simulate_ldv(clean, SAMPLING_RATE, settings.train_condition, seed=simulator_seed))
+        clips.append(clip)
         kept_rows.append(row)
     heldout_clean = [render_clean(row) for row in heldout_rows]
     heldout_long = sum(clip.shape[0] > max_samples for clip in heldout_clean)
@@ -419,7 +467,37 @@ def _evaluate(model: Any, processor: Any, settings: MiniBaseSettings, speech: _S
             clips = [render_heldout_ldv(row, settings.seed, clean, name)
                      for clean, row in zip(speech.heldout_clean, speech.heldout_rows)]
             preset_scores[name] = error_rates(transcribe(clips), references)
-    return _Evaluation(mic_hyp, ldv_hyp, mic_scores, ldv_scores, preset_scores)
+    voice_scores = {}
+    for voice in dict.fromkeys(row["voice"] for row in speech.heldout_rows):
+        picked = [i for i, row in enumerate(speech.heldout_rows) if row["voice"] == voice]
+        voice_scores[voice] = {**error_rates([mic_hyp[i] for i in picked], [references[i] for i in picked]),
+                               "clips": len(picked)}
+    real = _evaluate_real_voices(settings, transcribe) if settings.real_voice_set else None
+    return _Evaluation(mic_hyp, ldv_hyp, mic_scores, ldv_scores, preset_scores, voice_scores, real)
+
+
+#: The real-voice set's folders the build scores (microphone, and the default LDV preset).
+REAL_VOICE_FOLDERS = ("mic", f"ldv/{simulator.DEFAULT_CONDITION}")
+
+
+def _evaluate_real_voices(settings: MiniBaseSettings, transcribe: Any) -> dict[str, Any]:
+    """Greedy transcripts of the real-voice set's microphone and ``DEFAULT_CONDITION`` folders, scored overall."""
+    from ..data.real_voices import read_set_folder
+
+    result: dict[str, Any] = {"set": str(settings.real_voice_set)}
+    for folder in REAL_VOICE_FOLDERS:
+        rows = read_set_folder(Path(settings.real_voice_set) / folder)
+        hypotheses = transcribe([row["audio"] for row in rows])
+        references = [row["text"] for row in rows]
+        result[folder.split("/")[-1]] = {
+            **error_rates(hypotheses, references), "clips": len(rows),
+            "minutes": round(sum(row["audio"].shape[0] for row in rows) / SAMPLING_RATE / 60, 2),
+            "examples": [{"prompt_id": row.get("prompt_id"), "text": ref, "hypothesis": hyp}
+                         for row, ref, hyp in list(zip(rows, references, hypotheses))[:: max(1, len(rows) // 12)]],
+        }
+    logger.info("real-voice set: microphone CER %.2f%%, %s CER %.2f%%", 100 * result["mic"]["cer"],
+                simulator.DEFAULT_CONDITION, 100 * result[simulator.DEFAULT_CONDITION]["cer"])
+    return result
 
 
 def _to_stock(model: Any, base_config: Any) -> Any:
@@ -453,11 +531,29 @@ def _encoder_origin(encoder: str) -> dict[str, Any] | None:
 
 
 def _corpus_record(settings: MiniBaseSettings, speech: _Speech, window_s: float) -> dict[str, Any]:
+    from .voices import parse_voice
+
+    engines: dict[str, int] = {}
+    for row in speech.train_rows:
+        engine = parse_voice(row["voice"])[0]
+        engines[engine] = engines.get(engine, 0) + 1
+    domain = settings.prompt_repeats > 0 or settings.num_spans > 0
+    if settings.augment:
+        channel = ("synthetic.augment: speed 0.9-1.1 (all), pitch -2..+2 semitones (half), room RT60 0.15-0.6 s "
+                   "(half), gain -12..0 dB, coloured noise at 10-40 dB SNR (half)")
+    else:
+        channel = "gain -6..0 dB, reverb on half (RT60 0.1-0.4 s), white noise 25-50 dB below speech"
     return {
-        "synthesiser": "eSpeak NG (espeakng-loader), corpus.synthesize",
+        "synthesiser": "synthetic.voices.synthesize_voice (eSpeak NG; Flite, Festival and Piper voices by name)",
         "kinds": list(settings.kinds),
-        "texts": "corpus.make_texts(num_train + num_heldout, seed, kinds): first num_train train, rest held out",
+        "texts": "corpus.make_texts(num_train + num_heldout, seed, kinds): first num_train train, rest held out"
+                 + ("; then every transcript of data.real_voices.transcript_texts (the real-voice set's packages; "
+                    "held-out texts removed) prompt_repeats times, and num_spans texts.span_texts of them"
+                    if domain else ""),
+        "transcript_texts": len(transcript_texts()) if domain else 0,
         "train_voices": list(settings.train_voices),
+        "natural_voices": list(settings.natural_voices),
+        "train_clips_by_engine": engines,
         "heldout_voices": list(settings.heldout_voices),
         "train_clips": len(speech.train_rows),
         "train_clips_dropped_longer_than_window": speech.dropped,
@@ -466,7 +562,7 @@ def _corpus_record(settings: MiniBaseSettings, speech: _Speech, window_s: float)
         "heldout_clips": len(speech.heldout_rows),
         "heldout_clips_longer_than_window": int(speech.heldout_long),
         "window_seconds": window_s,
-        "train_channel": "gain -6..0 dB, reverb on half (RT60 0.1-0.4 s), white noise 25-50 dB below speech",
+        "train_channel": channel,
         "heldout_channel": "gain -6..0 dB, white noise 35-55 dB below speech",
         "ldv_condition": simulator.DEFAULT_CONDITION,
     }
@@ -513,6 +609,8 @@ def _evaluation_record(evaluation: _Evaluation, heldout_rows: list[dict[str, Any
         "heldout_ldv": {"cer": ldv_scores["cer"], "wer": ldv_scores["wer"], "condition": simulator.DEFAULT_CONDITION},
         "heldout_ldv_presets": {name: {"cer": v["cer"], "wer": v["wer"]}
                                 for name, v in evaluation.preset_scores.items()},
+        "heldout_microphone_by_voice": evaluation.voice_scores,
+        "real_voices": evaluation.real_voices,
         "decoding": "greedy generate, prompt-only inputs, left padding",
         "examples": [
             {**row, "microphone": mic, "ldv": ldv}
