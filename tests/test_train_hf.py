@@ -110,14 +110,28 @@ def test_command_line_overrides_the_recipe():
 
 
 def test_shortened_demo_on_the_mini_base(tmp_path):
-    """`python train_hf.py` with the demo recipe, cut to a few steps and clips: a valid results.json."""
+    """`python train_hf.py` with the demo recipe, cut to a few steps and clips: a valid results.json, with the
+    real-voice rows (here a two-clip stand-in for the set, so the test does not build the real one)."""
     pytest.importorskip("espeakng_loader")
+    import soundfile as sf
+
+    from modeling_qwen2audio_ldv.synthetic.corpus import synthesize
+
+    real = tmp_path / "real_voices"
+    for sub in ("mic", "ldv/cardboard_box"):
+        (real / sub).mkdir(parents=True)
+        for i, text in enumerate(["press pound", "seven"]):
+            sf.write(real / sub / f"c{i}.wav", synthesize(text, voice="en-us+m3"), 16000)
+        (real / sub / "metadata.csv").write_text("file_name,text\nc0.wav,press pound\nc1.wav,seven\n")
+    (real / "manifest.json").write_text("{}")
     results = train_hf.main(["--output_dir", str(tmp_path / "demo"), "--max_steps", "4", "--save_steps", "4",
                              "--num_train_utterances", "16", "--num_eval_utterances", "4", "--logging_steps", "2",
-                             "--eval_condition", "window"])
+                             "--eval_condition", "window", "--real_voice_set", str(real)])
     saved = json.loads((tmp_path / "demo" / "results.json").read_text())
     assert saved["base_model"] == "mini_base" and saved["condition"] == "cardboard_box"
-    assert set(saved["eval"]) == {"ldv", "mic", "ldv_window"}  # the cross-condition set is in the same table
+    # the cross-condition and the real-voice sets are in the same table
+    assert set(saved["eval"]) == {"ldv", "mic", "ldv_window", "real_mic", "real_ldv"}
+    assert "real_voice_gap_recovered" in saved
     for name, rows in saved["eval"].items():
         for row in ("baseline", "adapted"):
             assert 0 <= rows[row]["cer"] and 0 <= rows[row]["wer"], (name, row)

@@ -128,10 +128,10 @@ class DataArguments:
                                                                     "validation/test by speaker; unset = eSpeak's"})
     augment: bool = field(default=False, metadata={"help": "demo corpus: speed, pitch, room, level and noise "
                                                            "augmentation of each utterance (synthetic.augment)"})
-    real_voice_set: str | None = field(default=None, metadata={"help": "a real-voice set folder (build-real-voice-"
-                                                                       "set; built there if absent): its microphone "
-                                                                       "and LDV clips are scored as real_mic and "
-                                                                       "real_ldv"})
+    real_voice_set: str | None = field(default=None, metadata={"help": "demo corpus: a real-voice set folder "
+                                                                       "(build-real-voice-set; built there if "
+                                                                       "absent): its microphone and `condition` LDV "
+                                                                       "clips are scored as real_mic and real_ldv"})
     real_voice_samples: int | None = field(default=None, metadata={"help": "score every k-th clip of the real-voice "
                                                                           "set, k chosen to keep about this many "
                                                                           "(unset = all)"})

@@ -202,7 +202,8 @@ def load_training_data(data_args: DataArguments, seed: int, objective: str) -> T
         corpus = None
         train, eval_sets = load_user_data(data_args, seed)
         condition = Path(data_args.train_data).name
-    if data_args.real_voice_set:
+    if data_args.real_voice_set and data_args.train_data is None:
+        # the demo corpus: its LDV condition is a simulator preset, which the set's LDV folders are made with
         eval_sets.update(real_voice_eval_sets(data_args, data_args.condition))
     # paired rows: a bad microphone clip is a bad row too (it would stop the feature cache or the distill step)
     train, report = filter_bad_examples(train, on_bad_example=data_args.on_bad_example,
