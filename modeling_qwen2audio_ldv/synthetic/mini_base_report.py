@@ -79,11 +79,11 @@ First-epoch loss {training['first_epoch_loss']:.4f}; mean loss of the last 50 st
 {_preset_rows(evaluation, ldv['condition'])}
 Target: CER at most {100 * CER_TARGET:.0f}% on held-out microphone speech:
 {'met' if mic['cer'] <= CER_TARGET else 'NOT met'}. The LDV gap is what the domain adapter closes.
-{_voice_rows(evaluation)}{_real_voice_section(evaluation)}
+{_voice_rows(evaluation)}
 | voice | reference | microphone | LDV |
 |---|---|---|---|
 {examples}
-"""
+{_real_voice_section(evaluation)}"""
 
 
 def _model_description(record: dict[str, Any]) -> tuple[str, str]:
