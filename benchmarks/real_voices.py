@@ -80,6 +80,12 @@ def read_folder(folder: Path, limit: int) -> list[dict[str, Any]]:
     return read_set_folder(folder, limit)
 
 
+def _shown_path(path: str) -> str:
+    """``path`` relative to the repository when it lies inside it (results carry no machine paths)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
+
+
 def build_settings(model: str) -> dict[str, Any]:
     return json.loads((Path(model) / "build_record.json").read_text(encoding="utf-8"))["settings"]
 
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                                         max_new_tokens=args.max_new_tokens, audio_domain="mic", desc=desc)
 
     results: dict[str, Any] = {"real": {}, "synthetic": {}}
-    vocabulary = training_vocabulary(build_settings(args.model))
+    build = build_settings(args.model)
+    vocabulary = training_vocabulary(build)
     transcripts: dict[str, Any] = {"real": {}, "synthetic": {}}
     for name in ["mic", *args.conditions]:
         folder = args.set / "mic" if name == "mic" else args.set / "ldv" / name
@@ -151,11 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
     record = {
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
-        "model": args.model,
+        "model": _shown_path(args.model),
         "set": str(args.set),
         "max_new_tokens": args.max_new_tokens,
-        "trained_voices": [*build_settings(args.model)["train_voices"],
-                           *build_settings(args.model).get("natural_voices", [])],
+        "trained_voices": [*build["train_voices"], *build.get("natural_voices", [])],
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": args.threads,
                     "torch": torch.__version__},
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -79,27 +79,9 @@ def run_build_mini_base(args: argparse.Namespace) -> int:
     """Handler of ``build-mini-base``; returns the exit code."""
     from ..synthetic.mini_world import build_mini_base  # torch and transformers load only when building
 
-    build_mini_base(
-        args.output,
-        seed=args.seed,
-        encoder=args.encoder,
-        steps=args.steps,
-        num_train=args.num_train,
-        num_heldout=args.num_heldout,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps,
-        kinds=tuple(args.kinds),
-        train_condition=args.train_condition,
-        train_encoder=args.train_encoder,
-        encoder_learning_rate=args.encoder_learning_rate,
-        prompt_repeats=args.prompt_repeats,
-        num_spans=args.num_spans,
-        natural_voices=tuple(args.natural_voices),
-        natural_share=args.natural_share,
-        augment=args.augment,
-        real_voice_set=args.real_voice_set,
-        num_proc=args.num_proc,
-        num_threads=args.num_threads,
-    )
+    passed = ("encoder", "steps", "num_train", "num_heldout", "batch_size", "learning_rate", "warmup_steps",
+              "train_condition", "train_encoder", "encoder_learning_rate", "prompt_repeats", "num_spans",
+              "natural_share", "augment", "real_voice_set", "num_proc", "num_threads")
+    build_mini_base(args.output, seed=args.seed, kinds=tuple(args.kinds), natural_voices=tuple(args.natural_voices),
+                    **{name: getattr(args, name) for name in passed})
     return 0

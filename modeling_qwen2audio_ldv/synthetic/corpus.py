@@ -36,7 +36,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -219,25 +219,26 @@ def corpus_features() -> Any:
     )
 
 
-def _rendered(jobs: Sequence[_Utterance], num_proc: int) -> Iterator[list[dict[str, Any]]]:
-    """Rows of each job, in job order, computed here or in ``num_proc`` worker processes.
+def ordered_map(function: Callable[[Any], Any], items: Sequence[Any], num_proc: int,
+                preload: str = __name__) -> Iterator[Any]:
+    """``function`` of each item, in item order, computed here or in ``num_proc`` worker processes.
 
     Workers never share state with this process (the parent may run torch threads or hold the eSpeak lock):
-    they come from a fork server that has imported this module once (POSIX), or are spawned (elsewhere; each
-    then imports the package, seconds per worker).
+    they come from a fork server that has imported ``preload`` once (POSIX), or are spawned (elsewhere; each
+    then imports the package, seconds per worker). ``function`` must be picklable (a module-level function or a
+    ``functools.partial`` of one).
     """
-    if num_proc <= 1 or len(jobs) < 2:
-        for job in jobs:
-            yield _render(job)
+    if num_proc <= 1 or len(items) < 2:
+        yield from map(function, items)
         return
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload([__name__])
+        context.set_forkserver_preload([preload])
     else:
         context = multiprocessing.get_context("spawn")
-    chunksize = max(1, min(16, len(jobs) // (4 * num_proc)))
+    chunksize = max(1, min(16, len(items) // (4 * num_proc)))
     with concurrent.futures.ProcessPoolExecutor(max_workers=num_proc, mp_context=context) as pool:
-        yield from pool.map(_render, jobs, chunksize=chunksize)
+        yield from pool.map(function, items, chunksize=chunksize)
 
 
 def build_paired_corpus(
@@ -450,7 +451,7 @@ def _write_splits(
     folder.mkdir(parents=True, exist_ok=True)
     features = corpus_features()
     started = time.perf_counter()
-    rendered = _rendered([job for split in SPLITS for job in jobs[split]], num_proc)
+    rendered = ordered_map(_render, [job for split in SPLITS for job in jobs[split]], num_proc)
     splits = {}
     try:
         for split in SPLITS:

@@ -188,8 +188,8 @@ def _real_voice_section(evaluation: dict[str, Any]) -> str:
     real = evaluation.get("real_voices")
     if not real:
         return ""
-    mic, ldv = real["mic"], real[[k for k in real if k not in ("set", "mic")][0]]
-    name = [k for k in real if k not in ("set", "mic")][0]
+    name = next(k for k in real if k not in ("set", "mic"))  # the LDV folder's preset
+    mic, ldv = real["mic"], real[name]
     examples = "".join(f"| {e['text']} | {e['hypothesis']} |\n" for e in mic["examples"][:8])
     return f"""
 ## Real voices (`ldv-qwen2audio build-real-voice-set`, nothing of it trained on)

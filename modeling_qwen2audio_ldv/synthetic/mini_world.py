@@ -39,19 +39,17 @@ helpers are in :mod:`~modeling_qwen2audio_ldv.synthetic.mini_base_data`.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import functools
 import hashlib
 import json
 import logging
 import math
-import multiprocessing
 import os
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +79,7 @@ from .mini_base_data import (
 )
 from .mini_base_report import build_markdown
 from .mini_base_settings import ENCODERS, SCRATCH_DEFAULTS, MiniBaseSettings, mini_config
+from .corpus import ordered_map
 from .texts import make_texts, span_texts
 
 logger = logging.getLogger(__name__)
@@ -288,23 +287,6 @@ def _tokenizer_and_processor(settings: MiniBaseSettings, train_rows: list[dict[s
     return tokenizer, processor, build_prompt(processor, DEFAULT_INSTRUCTION)
 
 
-def _rendered_train_clips(settings: MiniBaseSettings, rows: list[dict[str, Any]]) -> Iterator[np.ndarray]:
-    """The training clips of ``rows`` in order, rendered here or by ``settings.num_proc`` worker processes (from a
-    fork server that imported this module once: workers share no state with this process's torch threads)."""
-    render = functools.partial(render_train_clip, seed=settings.seed, augment=settings.augment,
-                               condition=settings.train_condition)
-    if settings.num_proc <= 1 or len(rows) < 2:
-        yield from (render(row) for row in rows)
-        return
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if "forkserver" in methods:
-        context.set_forkserver_preload([__name__])
-    chunksize = max(1, min(16, len(rows) // (4 * settings.num_proc)))
-    with concurrent.futures.ProcessPoolExecutor(max_workers=settings.num_proc, mp_context=context) as pool:
-        yield from pool.map(render, rows, chunksize=chunksize)
-
-
 def _render_speech(settings: MiniBaseSettings, train_rows: list[dict[str, Any]], heldout_rows: list[dict[str, Any]],
                    window_s: float) -> _Speech:
     """Step 2b: the training clips (:func:`render_train_clip`: a microphone channel, augmented or not, or
@@ -312,7 +294,10 @@ def _render_speech(settings: MiniBaseSettings, train_rows: list[dict[str, Any]],
     and simulated LDV of the same utterances)."""
     max_samples = int(window_s * SAMPLING_RATE)
     clips, kept_rows, dropped = [], [], 0
-    for row, clip in zip(train_rows, _rendered_train_clips(settings, train_rows)):
+    render = functools.partial(render_train_clip, seed=settings.seed, augment=settings.augment,
+                               condition=settings.train_condition)
+    # worker processes from a fork server that imported this module once: they share no torch threads with this one
+    for row, clip in zip(train_rows, ordered_map(render, train_rows, settings.num_proc, preload=__name__)):
         if clip.shape[0] > max_samples:
             dropped += 1
             continue
