@@ -149,9 +149,13 @@ class DomainAdapterBankMixin:
     The host class provides ``config`` (a ``Qwen2AudioLDVConfig``) and ``parameters()``.
     """
 
+    def _build_adapter(self, config: DomainAdapterConfig) -> nn.Module | None:
+        audio = self.config.audio_config
+        return build_domain_adapter(config, audio.d_model, audio.encoder_layers, ffn_dim=audio.encoder_ffn_dim)
+
     def _init_domain_adapter_state(self) -> None:
         config = self.config.adapter_config
-        module = build_domain_adapter(config, self.config.audio_config.d_model, self.config.audio_config.encoder_layers)
+        module = self._build_adapter(config)
         self.domain_adapters = nn.ModuleDict({} if module is None else {DEFAULT_ADAPTER_NAME: module})
         self.active_domain_adapter = DEFAULT_ADAPTER_NAME
         self._domain_adapter_enabled = True
@@ -280,7 +284,7 @@ class DomainAdapterBankMixin:
             raise ValueError(f"adapter name {adapter_name!r} is reserved or already loaded: {self._known_domains()}")
 
     def _new_adapter(self, config: DomainAdapterConfig, what: str) -> nn.Module:
-        module = build_domain_adapter(config, self.config.audio_config.d_model, self.config.audio_config.encoder_layers)
+        module = self._build_adapter(config)
         if module is None:
             raise ValueError(what)
         return module

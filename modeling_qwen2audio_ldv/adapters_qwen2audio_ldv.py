@@ -5,7 +5,9 @@ Each adapter type computes a correction ``delta`` from its input; how the correc
 gated, scaled residual ``y = x + scale * gate(x) * delta`` on the valid frames, padding left as it is) is the
 :class:`ResidualAddStrategy`, shared by every type. A new adapter type is a subclass of :class:`DomainAdapter`
 with ``compute_delta`` and ``zero_output``, listed in :data:`ADAPTER_CLASSES` (and its name in the
-configuration's ``ADAPTER_TYPES``).
+configuration's ``ADAPTER_TYPES``). The ``lora`` type is the exception that sits elsewhere: LoRA inside the audio
+tower's own projections (:class:`~.lora_qwen2audio_ldv.LoRADomainAdapter`, built with ``peft``), listed here too,
+with no correction of its own to merge.
 
 This file travels to the Hub with every saved adapter (``trust_remote_code``): it imports only torch, transformers
 and, relatively, the configuration file.
@@ -20,6 +22,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from .configuration_qwen2audio_ldv import ADAPTER_TYPES, DomainAdapterConfig
+from .lora_qwen2audio_ldv import LoRADomainAdapter
 
 
 @dataclass
@@ -251,15 +254,18 @@ class MLPDomainAdapter(DomainAdapter):
 
 
 #: The registry of adapter types: ``DomainAdapterConfig.adapter_type`` -> module class (``"none"``: no module).
-ADAPTER_CLASSES: dict[str, type[DomainAdapter]] = {"transformer": TransformerDomainAdapter, "mlp": MLPDomainAdapter}
+#: ``lora`` is built from the tower's shape too (:func:`build_domain_adapter`).
+ADAPTER_CLASSES: dict[str, type[nn.Module]] = {"transformer": TransformerDomainAdapter, "mlp": MLPDomainAdapter,
+                                               "lora": LoRADomainAdapter}
 if set(ADAPTER_CLASSES) | {"none"} != set(ADAPTER_TYPES):  # pragma: no cover - a new type registered in one place only
     raise ImportError(f"adapter types {sorted(ADAPTER_CLASSES)} + none differ from the configuration's {ADAPTER_TYPES}")
 
 
-def build_domain_adapter(config: DomainAdapterConfig, input_dim: int, encoder_layers: int | None = None
-                         ) -> nn.Module | None:
+def build_domain_adapter(config: DomainAdapterConfig, input_dim: int, encoder_layers: int | None = None,
+                         ffn_dim: int | None = None) -> nn.Module | None:
     """The adapter module for ``config`` in float32 (``None`` for ``adapter_type="none"``); ``encoder_layers``: the
-    tower's layer count, the largest ``encoder_layer`` an adapter inside it may have."""
+    tower's layer count, the largest ``encoder_layer`` an adapter inside it may have; ``ffn_dim``: the tower's
+    feed-forward width (``lora`` needs both: its LoRA layers take the tower's projection shapes)."""
     if config.input_dim is not None and config.input_dim != input_dim:
         raise ValueError(f"adapter `input_dim` ({config.input_dim}) differs from the encoder's d_model ({input_dim})")
     if config.encoder_layer is not None and encoder_layers is not None and config.encoder_layer > encoder_layers:
@@ -267,6 +273,11 @@ def build_domain_adapter(config: DomainAdapterConfig, input_dim: int, encoder_la
                          f"{encoder_layers} layers (0..{encoder_layers}, or None for after the tower)")
     if config.adapter_type == "none":
         return None
+    if config.adapter_type == "lora":
+        if encoder_layers is None or ffn_dim is None:
+            raise ValueError("a lora adapter needs the audio tower's layer count and feed-forward width "
+                             "(build_domain_adapter(..., encoder_layers=..., ffn_dim=...))")
+        return LoRADomainAdapter(config, input_dim, encoder_layers, ffn_dim).float()
     # float32 whatever the default dtype (a bf16/fp16 base is built under it): the adapters are in the model's
     # `_keep_in_fp32_modules_strict`, whose modules transformers expects to be float32 from construction on
     return ADAPTER_CLASSES[config.adapter_type](config, input_dim).float()
@@ -277,6 +288,7 @@ __all__ = [
     "DomainAdapter",
     "DomainAdapterLayer",
     "DomainAdapterOutput",
+    "LoRADomainAdapter",
     "MLPDomainAdapter",
     "ResidualAddStrategy",
     "TransformerDomainAdapter",

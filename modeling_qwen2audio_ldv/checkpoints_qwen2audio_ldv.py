@@ -39,6 +39,7 @@ CODE_FILES = (
     "configuration_qwen2audio_ldv.py",
     "adapters_qwen2audio_ldv.py",
     "audio_tower_qwen2audio_ldv.py",
+    "lora_qwen2audio_ldv.py",
     "adapter_bank_qwen2audio_ldv.py",
     "checkpoints_qwen2audio_ldv.py",
     "modeling_qwen2audio_ldv.py",
@@ -295,7 +296,7 @@ class DomainAdapterCheckpointMixin:
         weights = resolve_adapter_file(path, **hub_kwargs)
         state = load_file(weights)
         if model.domain_adapter is not None:
-            reference = model.domain_adapter.scale
+            reference = next(model.domain_adapter.parameters())
             load_adapter_state(model.domain_adapter, {k: v.to(reference.device) for k, v in state.items()}, weights)
         elif state:
             raise ValueError(f"{weights}: adapter_type 'none' but the file holds weights {sorted(state)}")

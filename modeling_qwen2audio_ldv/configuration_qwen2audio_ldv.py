@@ -12,7 +12,10 @@ from typing import Any
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen2AudioConfig
 
-ADAPTER_TYPES = ("transformer", "mlp", "none")
+ADAPTER_TYPES = ("transformer", "mlp", "lora", "none")
+
+#: The audio tower's (Whisper-style encoder layer's) linear projections a ``lora`` adapter may target.
+LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
 
 # Presets of the original guide. Parameter counts at d_model 1280 (the real Qwen2-Audio encoder),
 # counted from the modules built here, with the gate:
@@ -32,16 +35,20 @@ class DomainAdapterConfig:
 
     The adapter maps audio-encoder features ``(batch, frames, d_model)`` to the same shape:
     ``y = x + scale * gate(x) * LayerNorm(Linear(layers(x)))`` for ``transformer`` and
-    ``y = x + scale * gate(x) * up(GELU(down(LayerNorm(x))))`` for ``mlp``.
+    ``y = x + scale * gate(x) * up(GELU(down(LayerNorm(x))))`` for ``mlp``. A ``lora`` adapter is no module
+    between layers: it adds low-rank updates ``W x + (alpha / r) * B A x`` (built with ``peft``) to the tower's own
+    attention and feed-forward projections in the layers from ``encoder_layer`` on.
 
     Args:
-        adapter_type: ``"transformer"`` (self-attention over time), ``"mlp"`` (per-frame bottleneck) or
-            ``"none"`` (no adapter: the model is exactly the base model).
+        adapter_type: ``"transformer"`` (self-attention over time), ``"mlp"`` (per-frame bottleneck), ``"lora"``
+            (low-rank updates of the audio tower's projections, needs the ``peft`` package) or ``"none"`` (no
+            adapter: the model is exactly the base model).
         input_dim: feature width; ``None`` takes ``audio_config.d_model`` of the base model (1280 for Qwen2-Audio).
         num_layers: pre-LN transformer layers (transformer only). More layers model longer-range distortion.
         num_heads: attention heads; must divide ``input_dim``.
         ff_dim: hidden width of each layer's feed-forward block.
-        dropout: dropout in attention, feed-forward and bottleneck; 0.1 for a few thousand clips.
+        dropout: dropout in attention, feed-forward and bottleneck; 0.1 for a few thousand clips. For ``lora``:
+            the dropout on each adapted projection's input to its LoRA path (peft's ``lora_dropout``).
         use_gate: multiply the correction by ``sigmoid(Linear(x))`` per frame and channel, so the adapter can
             leave frames that need no change alone.
         use_position_encoding: add a sinusoidal position encoding before the layers. Off by default: the
@@ -57,7 +64,13 @@ class DomainAdapterConfig:
             after its last layer, before its pooling and final LayerNorm); the tower's remaining layers then run
             on the adapted states. Inside the tower the adapter sees twice the output frame rate, and training
             back-propagates through the remaining frozen layers (a feature cache then holds the states after
-            layer ``k``).
+            layer ``k``). For ``lora``: the first layer that gets LoRA (layers ``k`` to the last are adapted;
+            ``None`` is read as ``0``, every layer); a feature cache holds the states after layer ``k`` too.
+        lora_rank: rank ``r`` of each LoRA update (``lora`` only).
+        lora_alpha: LoRA's ``alpha``; the update is scaled by ``alpha / r`` (``lora`` only).
+        lora_target_modules: which projections of each adapted tower layer get LoRA, among ``q_proj``, ``k_proj``,
+            ``v_proj``, ``out_proj`` (self-attention) and ``fc1``, ``fc2`` (feed-forward) (``lora`` only). With
+            ``zero_init`` (default) LoRA's ``B`` starts at zero, so the adapted model starts equal to the base.
     """
 
     adapter_type: str = "transformer"
@@ -72,11 +85,14 @@ class DomainAdapterConfig:
     zero_init: bool = True
     bottleneck_dim: int = 256
     encoder_layer: int | None = None
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_target_modules: list[str] = dataclasses.field(default_factory=lambda: list(LORA_TARGET_MODULES))
 
     def __post_init__(self):
         if self.adapter_type not in ADAPTER_TYPES:
             raise ValueError(f"`adapter_type` ({self.adapter_type!r}) must be one of {ADAPTER_TYPES}")
-        for name in ("num_layers", "num_heads", "ff_dim", "bottleneck_dim"):
+        for name in ("num_layers", "num_heads", "ff_dim", "bottleneck_dim", "lora_rank"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` ({value!r}) must be a positive integer")
@@ -93,6 +109,16 @@ class DomainAdapterConfig:
                 raise ValueError(f"`{name}` ({getattr(self, name)!r}) must be a bool")
         if not isinstance(self.scale_init, (int, float)) or isinstance(self.scale_init, bool):
             raise ValueError(f"`scale_init` ({self.scale_init!r}) must be a number")
+        if not isinstance(self.lora_alpha, (int, float)) or isinstance(self.lora_alpha, bool) or self.lora_alpha <= 0:
+            raise ValueError(f"`lora_alpha` ({self.lora_alpha!r}) must be a positive number")
+        targets = self.lora_target_modules
+        if isinstance(targets, str) or not isinstance(targets, (list, tuple)) or not targets \
+                or any(t not in LORA_TARGET_MODULES for t in targets) or len(set(targets)) != len(targets):
+            raise ValueError(f"`lora_target_modules` ({targets!r}) must be a non-empty list of distinct names among "
+                             f"{list(LORA_TARGET_MODULES)}")
+        self.lora_target_modules = list(targets)
+        if self.adapter_type == "lora" and self.encoder_layer is None:
+            self.encoder_layer = 0  # LoRA sits inside the tower: on every layer unless told where to start
         if self.input_dim is not None:
             self.check_input_dim(self.input_dim)
 
@@ -180,4 +206,4 @@ class Qwen2AudioLDVConfig(Qwen2AudioConfig):
         return cls(**values)
 
 
-__all__ = ["ADAPTER_PRESETS", "DomainAdapterConfig", "Qwen2AudioLDVConfig"]
+__all__ = ["ADAPTER_PRESETS", "LORA_TARGET_MODULES", "DomainAdapterConfig", "Qwen2AudioLDVConfig"]

@@ -46,6 +46,7 @@ from .adapters_qwen2audio_ldv import DomainAdapter, DomainAdapterOutput
 from .audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer, execution_device, finish_audio_tower
 from .checkpoints_qwen2audio_ldv import CODE_FILES, DomainAdapterCheckpointMixin
 from .configuration_qwen2audio_ldv import ADAPTER_PRESETS, DomainAdapterConfig, Qwen2AudioLDVConfig
+from .lora_qwen2audio_ldv import LoRADomainAdapter, lora_in_tower
 
 #: The adapters' module (``model.domain_adapters``) as transformers' module lists name it.
 _ADAPTERS_MODULE = DOMAIN_ADAPTER_PREFIX.rstrip(".")
@@ -79,7 +80,7 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
     config: Qwen2AudioLDVConfig
     # device_map: an adapter is never split over devices
     _no_split_modules = [*Qwen2AudioForConditionalGeneration._no_split_modules, "TransformerDomainAdapter",
-                         "MLPDomainAdapter"]
+                         "MLPDomainAdapter", "LoRADomainAdapter"]
     # the adapters stay float32 on an fp16 or bf16 base (they are also built in float32, as transformers expects of
     # this list); a quantised model names them in `_keep_in_fp32_modules` instead (see `_list_adapters_as_fp32`)
     _keep_in_fp32_modules_strict = [_ADAPTERS_MODULE]
@@ -107,7 +108,7 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
         self._keep_in_fp32_modules, self._keep_in_fp32_modules_strict = keep, strict
 
     def _init_weights(self, module):
-        if isinstance(module, DomainAdapter):
+        if isinstance(module, (DomainAdapter, LoRADomainAdapter)):
             module.reset_parameters()
         else:
             super()._init_weights(module)
@@ -133,11 +134,28 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
         if not self._domain_adapter_enabled:
             return None
         adapters = [self._adapter_for(name) for name in set(domains) if name != MIC_DOMAIN]
-        layers = {adapter.config.encoder_layer for adapter in adapters if adapter is not None}
-        if len(layers) > 1:
+        # a lora adapter sits in the projections of the layers from its encoder_layer on, not after that layer
+        places = {(isinstance(adapter, LoRADomainAdapter), adapter.config.encoder_layer)
+                  for adapter in adapters if adapter is not None}
+        if len(places) > 1:
+            described = sorted(f"{'lora from ' if lora else ''}{layer}" for lora, layer in places)
             raise ValueError(f"audio_domain {sorted(set(domains))} routes one batch to adapters at different places "
-                             f"(encoder_layer {sorted(layers, key=str)}); transcribe them in separate batches")
-        return next(iter(layers), None)
+                             f"(encoder_layer {described}); transcribe them in separate batches")
+        return next(iter(places), (False, None))[1]
+
+    def _lora_routes(self, audio_domain: list[str] | str | None, num_audios: int
+                     ) -> list[tuple[LoRADomainAdapter, list[bool] | None]]:
+        """The lora adapters this batch is routed to, each with its rows (``None``: every row); empty when the
+        adapters are off or no clip goes to a lora adapter."""
+        domains = self._domains(audio_domain, num_audios)
+        if not self._domain_adapter_enabled:
+            return []
+        routes: dict[int, tuple[LoRADomainAdapter, list[bool]]] = {}
+        for index, name in enumerate(domains):
+            adapter = None if name == MIC_DOMAIN else self._adapter_for(name)
+            if isinstance(adapter, LoRADomainAdapter):
+                routes.setdefault(id(adapter), (adapter, [False] * num_audios))[1][index] = True
+        return [(adapter, None if all(rows) else rows) for adapter, rows in routes.values()]
 
     def _cached_features_layer(self) -> int | None:
         """Where ``audio_encoder_hidden_states`` (a feature cache) come from: the active adapter's place
@@ -145,7 +163,14 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
         return self.domain_adapter_config().encoder_layer
 
     def _encode_adapting_inside(self, input_features, feature_attention_mask, audio_domain, layer: int):
-        """The tower with the routed adapters after its first ``layer`` layers: adapted output and lengths."""
+        """The tower with the routed adapters after its first ``layer`` layers (lora: in the projections of the
+        layers from ``layer`` on): adapted output and lengths."""
+        routes = self._lora_routes(audio_domain, input_features.shape[0])
+        if routes:  # the first `layer` layers carry no LoRA and run without autograd, the rest with the LoRA layers
+            with lora_in_tower(self.model.audio_tower, routes):
+                return encode_audio(self.model.audio_tower, input_features, feature_attention_mask,
+                                    trim=self.config.trim_audio_tower, adapt=lambda states, frame_lengths: states,
+                                    adapt_after=layer)
         return encode_audio(
             self.model.audio_tower, input_features, feature_attention_mask, trim=self.config.trim_audio_tower,
             adapt=lambda states, frame_lengths: self.apply_domain_adapter(states, frame_lengths, audio_domain),
@@ -160,6 +185,10 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
         if routed not in (None, layer):
             raise ValueError(f"the cached states were taken after encoder layer {layer} (the active adapter's place); "
                              f"audio_domain routes them to an adapter at encoder_layer {routed}")
+        routes = self._lora_routes(audio_domain, hidden.shape[0])
+        if routes:  # lora on the layers from `layer` on: the rest of the tower runs with the LoRA layers
+            with lora_in_tower(self.model.audio_tower, routes):
+                return finish_audio_tower(self.model.audio_tower, hidden, lengths, layer)
         adapted = self.apply_domain_adapter(hidden, lengths, audio_domain)
         return finish_audio_tower(self.model.audio_tower, adapted, lengths, layer)
 

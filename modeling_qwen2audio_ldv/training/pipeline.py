@@ -163,7 +163,7 @@ def write_demo_pictures(model, processor, corpus, data_args: DataArguments, outp
     row = corpus["test"].filter(lambda c: c == name, input_columns="condition")[0]
     mic, ldv = (np.asarray(row[k]["array"], dtype=np.float32) for k in ("mic_audio", "ldv_audio"))
     plot_mic_vs_ldv(mic, ldv, SAMPLING_RATE, os.path.join(output_dir, "mic_vs_ldv.png"), title=row["text"])
-    if model.domain_adapter is None:
+    if getattr(model.domain_adapter, "gate", None) is None:  # no adapter, or one without a gate (lora)
         return
     features = processor.feature_extractor([ldv], sampling_rate=SAMPLING_RATE, return_attention_mask=True,
                                            padding="max_length", return_tensors="pt")

@@ -182,7 +182,7 @@ def load_adapter_checkpoint(model: Qwen2AudioLDVForConditionalGeneration, checkp
             f"{checkpoint_dir}: checkpoint was trained with another adapter configuration; differing fields "
             f"(checkpoint, current): {differences}"
         )
-    state = {k: v.to(model.domain_adapter.scale.device) for k, v in load_file(weights_path).items()}
+    state = {k: v.to(next(model.domain_adapter.parameters()).device) for k, v in load_file(weights_path).items()}
     load_adapter_state(model.domain_adapter, state, weights_path)
 
 
