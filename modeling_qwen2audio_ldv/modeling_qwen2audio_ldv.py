@@ -8,7 +8,8 @@ input_features (B, n_mels, 3000) -> audio_tower (frozen) -> (B, T, d_model), T <
 ```
 
 This file holds the model: routing (``audio_domain``), the audio path and ``forward``/``generate``.
-The adapter layers are in ``adapters_qwen2audio_ldv.py``, the trimmed / split encoder pass in
+The adapter layers are in ``adapters_qwen2audio_ldv.py`` (LoRA in the tower's projections, adapter type ``lora``, in
+``lora_qwen2audio_ldv.py``), the trimmed / split encoder pass in
 ``audio_tower_qwen2audio_ldv.py``, the named-adapter bank in ``adapter_bank_qwen2audio_ldv.py``, save and load in
 ``checkpoints_qwen2audio_ldv.py``; all of them travel
 to the Hub with every saved adapter (``trust_remote_code``) and import only torch, transformers and each other.

@@ -405,3 +405,16 @@ def test_batched_equals_one_by_one_over_padding(tiny_base):
                         feature_attention_mask=features["attention_mask"][row : row + 1])
             n = int(one.output_lengths[0])
             torch.testing.assert_close(batch.hidden_states[row, :n], one.hidden_states[0, :n], rtol=0, atol=1e-5)
+
+
+def test_explain_and_diagnose_refuse_a_lora_adapter_clearly(tiny_base, tmp_path):
+    from modeling_qwen2audio_ldv.evaluation.diagnose import diagnose
+    from modeling_qwen2audio_ldv.evaluation.explain import explain
+
+    base, processor = tiny_base
+    model = with_lora(base)
+    clip = noise_clips([12000], seed=2)[0]
+    with pytest.raises(ValueError, match="lora adapter .* not supported"):
+        explain(model, processor, clip, tmp_path / "explain")
+    with pytest.raises(ValueError, match="lora adapter .* not supported"):
+        diagnose(model, processor, [{"audio": clip, "text": "hello"}])

@@ -341,6 +341,9 @@ def diagnose(
     if adapter is None:
         report.problems.append("the model has no domain adapter (adapter_type 'none'): there is nothing to train")
         return report
+    if adapter.config.adapter_type == "lora":
+        raise ValueError("diagnose checks an adapter's own output (scale, gate, correction); a lora adapter changes "
+                         "the audio tower's projections and has none: not supported")
 
     window = int(processor.feature_extractor.n_samples)
     example, pairs = None, []

@@ -182,6 +182,10 @@ def explain(
         ``healthy`` (bool, ``None`` without a gate), ``correction_ratio``, ``frames``, ``seconds``, ``adapter``,
         ``num_parameters``, ``attention_files``, ``gate_file``, ``files`` and ``summary`` (the text).
     """
+    if getattr(getattr(model, "domain_adapter", None), "config", None) is not None \
+            and model.domain_adapter.config.adapter_type == "lora":
+        raise ValueError("explain reads an adapter's own output (scale, gate, attention); a lora adapter changes the "
+                         "audio tower's projections and has none: not supported")
     if isinstance(audio, (str, os.PathLike)):
         title = title or Path(audio).name
         audio = load_audio(audio)

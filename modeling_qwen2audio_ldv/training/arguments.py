@@ -43,7 +43,7 @@ class ModelArguments:
 
 #: ``--help`` of each adapter override (a configuration field not listed here gets a generic one).
 ADAPTER_FLAG_HELP = {
-    "adapter_type": "override: transformer, mlp, none",
+    "adapter_type": "override: transformer, mlp, lora (peft LoRA on the audio tower's projections), none",
     "num_layers": "override the preset's layer count",
     "num_heads": "override: must divide the encoder's d_model",
     "ff_dim": "override the feed-forward width",
@@ -54,7 +54,10 @@ ADAPTER_FLAG_HELP = {
     "zero_init": "override: start exactly equal to the base",
     "bottleneck_dim": "override the mlp bottleneck",
     "encoder_layer": "place the adapter inside the frozen audio tower, after this many of its layers; none (or "
-                     "unset): after the tower",
+                     "unset): after the tower. lora: the first layer that gets LoRA (none: every layer)",
+    "lora_rank": "lora: rank r of each update (8)",
+    "lora_alpha": "lora: alpha; updates are scaled by alpha / r (16)",
+    "lora_target_modules": "lora: projections of each adapted tower layer (q_proj k_proj v_proj out_proj fc1 fc2)",
 }
 #: Configuration fields that are not flags: the adapter's width is the base model's encoder width.
 _NOT_FLAGS = ("input_dim",)

@@ -110,7 +110,7 @@ def adapter_output(model, hidden: torch.Tensor, lengths: torch.Tensor, settings:
     layers), through the (possibly DDP-wrapped) model's forward so that gradients are synchronised across
     processes. Returns the adapted tower output and its valid lengths."""
     unwrapped = settings.unwrap(model)
-    output = model(audio_encoder_hidden_states=hidden.to(unwrapped.domain_adapter.scale.dtype),
+    output = model(audio_encoder_hidden_states=hidden.to(next(unwrapped.domain_adapter.parameters()).dtype),
                    audio_encoder_lengths=lengths)
     return output.hidden_states, output.output_lengths
 

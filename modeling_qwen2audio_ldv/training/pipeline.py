@@ -57,8 +57,8 @@ def load_model_for_training(model_args: ModelArguments, adapter_args: AdapterArg
                                                                        **load_kwargs)
     model.config.trim_audio_tower = model_args.trim_audio_tower
     model.freeze_base_model()
-    logger.info("adapter: %s, %s trainable parameters", adapter_args.adapter_preset,
-                f"{model.num_domain_adapter_parameters():,}")
+    logger.info("adapter: %s (preset %s), %s trainable parameters", model.domain_adapter_config().adapter_type,
+                adapter_args.adapter_preset, f"{model.num_domain_adapter_parameters():,}")
     return model, processor, load_kwargs
 
 
