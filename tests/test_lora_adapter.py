@@ -418,3 +418,29 @@ def test_explain_and_diagnose_refuse_a_lora_adapter_clearly(tiny_base, tmp_path)
         explain(model, processor, clip, tmp_path / "explain")
     with pytest.raises(ValueError, match="lora adapter .* not supported"):
         diagnose(model, processor, [{"audio": clip, "text": "hello"}])
+
+
+def test_full_checkpoint_round_trip(tiny_base, tmp_path):
+    base, processor = tiny_base
+    model = with_lora(base)
+    model.save_pretrained(tmp_path / "full", adapter_only=False)
+    reloaded = Qwen2AudioLDVForConditionalGeneration.from_pretrained(tmp_path / "full").eval()
+    inputs = make_inputs(processor)
+    with torch.no_grad():
+        assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
+
+
+def test_a_bfloat16_base_keeps_lora_in_float32(tiny_base_dir, tiny_base):
+    _, processor = tiny_base
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(
+        tiny_base_dir, adapter_config=DomainAdapterConfig(**LORA), dtype=torch.bfloat16).eval()
+    assert {p.dtype for p in model.domain_adapter.parameters()} == {torch.float32}
+    assert model.model.audio_tower.layers[0].fc1.weight.dtype == torch.bfloat16
+    inputs = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in make_inputs(processor).items()}
+    with torch.no_grad():
+        routed = model(**inputs, audio_domain=["ldv", "mic", "ldv"]).logits
+        with model.disable_domain_adapter():
+            off = model(**inputs).logits
+    assert routed.dtype == torch.bfloat16 and torch.isfinite(routed.float()).all()
+    assert torch.equal(routed[1], off[1])  # the mic row: peft's "__base__" rows are the projection's output as is
+    assert (routed[0].float() - off[0].float()).abs().max() > 1e-2
