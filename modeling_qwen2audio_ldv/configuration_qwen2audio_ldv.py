@@ -70,7 +70,8 @@ class DomainAdapterConfig:
         lora_alpha: LoRA's ``alpha``; the update is scaled by ``alpha / r`` (``lora`` only).
         lora_target_modules: which projections of each adapted tower layer get LoRA, among ``q_proj``, ``k_proj``,
             ``v_proj``, ``out_proj`` (self-attention) and ``fc1``, ``fc2`` (feed-forward) (``lora`` only). With
-            ``zero_init`` (default) LoRA's ``B`` starts at zero, so the adapted model starts equal to the base.
+            ``zero_init`` (default) LoRA's ``B`` starts at zero (peft's default), so the adapted model starts equal
+            to the base; without it ``B`` is drawn like ``A`` (as peft's ``init_lora_weights=False``).
     """
 
     adapter_type: str = "transformer"

@@ -13,7 +13,11 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from conftest import noise_clips
-from modeling_qwen2audio_ldv import DomainAdapterConfig, Qwen2AudioLDVForConditionalGeneration, add_domain_adapter_to_model
+from modeling_qwen2audio_ldv import (
+    DomainAdapterConfig,
+    Qwen2AudioLDVForConditionalGeneration,
+    add_domain_adapter_to_model,
+)
 from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
 from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio, encode_audio_to_layer
 from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
