@@ -271,3 +271,14 @@ def test_real_voice_columns_and_their_gap():
     assert math.isclose(standard["real_gap_recovered"]["mean"], 0.6)
     assert math.isclose(standard["real_mic_cer"]["mean"], 0.205)
     assert "real_ldv_cer" not in summarise([_run("baseline", None, 0.6)], _run("baseline", None, 0.6))[0]
+
+
+def test_lora_rows_configure_peft_lora_from_their_layer():
+    args = CompareArguments(max_steps=600, batch_size=16)
+    for k in (0, 2):
+        config = adapter_config_for(ROW_BY_NAME[f"lora_in_tower_from_{k}"], 512, args)
+        assert (config.adapter_type, config.encoder_layer, config.zero_init) == ("lora", k, True)
+        assert (config.lora_rank, config.lora_alpha) == (8, 16.0)
+    # the placement sweep reaches the first two layers
+    assert adapter_config_for(ROW_BY_NAME["lightweight_in_encoder_0"], 512, args).encoder_layer == 0
+    assert adapter_config_for(ROW_BY_NAME["lightweight_in_encoder_1"], 512, args).encoder_layer == 1

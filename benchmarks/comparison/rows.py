@@ -25,7 +25,7 @@ class Row:
         label: the table's wording.
         method: ``baseline``, ``oracle``, ``projector``, ``lora`` or ``adapter``.
         adapter: for ``adapter`` rows, :class:`DomainAdapterConfig` fields on top of the scaled preset.
-        preset: ``lightweight``, ``standard``, ``heavy`` or ``mlp`` (adapter rows).
+        preset: ``lightweight``, ``standard``, ``heavy``, ``mlp`` or ``lora`` (adapter rows).
         objective: training objective; ``None`` = the recipe's ``objective`` (adapter rows) or ``lm``.
         mic_fraction: share of microphone rows for this row (``None``: the recipe's ``mic_fraction``).
         steps_factor: this row trains ``steps_factor`` times the recipe's ``max_steps``.
@@ -85,7 +85,10 @@ ROWS: tuple[Row, ...] = (
     # (zero-init off unless named: the demo's choice)
     Row("lightweight_no_zero_init", "lightweight, zero-init off", "adapter", "lightweight", (("zero_init", False),)),
     *(Row(f"lightweight_in_encoder_{k}", f"lightweight, inside the tower after layer {k}", "adapter", "lightweight",
-          (("encoder_layer", k), ("zero_init", False))) for k in (2, 3, 4, 5, 6)),
+          (("encoder_layer", k), ("zero_init", False))) for k in (0, 1, 2, 3, 4, 5, 6)),
+    # LoRA (peft) on the tower's q/k/v/out and fc1/fc2 projections of layers k.. instead of a module between layers
+    *(Row(f"lora_in_tower_from_{k}", f"LoRA (rank 8) on the tower's projections, layers {k}-5", "adapter", "lora",
+          (("encoder_layer", k), ("zero_init", True))) for k in (0, 2)),
     Row("lightweight_in_encoder_2_regularised", "lightweight inside after layer 2, dropout 0.1, distill weight 4",
         "adapter", "lightweight", (("encoder_layer", 2), ("zero_init", False), ("dropout", 0.1)), distill_weight=4.0),
     Row("lightweight_in_encoder_4_zero_init", "lightweight inside after layer 4, zero-init on", "adapter",
@@ -136,6 +139,8 @@ def adapter_config_for(row: Row, d_model: int, args: CompareArguments) -> Domain
     """
     if row.method != "adapter":
         return DomainAdapterConfig(adapter_type="none")
+    if row.preset == "lora":  # peft's defaults: rank 8, alpha 16, all six projections
+        return DomainAdapterConfig(adapter_type="lora", **{"dropout": args.dropout, **dict(row.adapter)})
     shape = {"bottleneck_dim": max(1, d_model // 4)} if row.preset == "mlp" else transformer_shapes(d_model)[row.preset]
     # a row's own settings (e.g. its dropout) win over the recipe's
     return DomainAdapterConfig.preset(row.preset, **{**shape, "dropout": args.dropout, **dict(row.adapter)})
