@@ -80,6 +80,14 @@ def test_markdown_computes_missing_gap_and_handles_no_gap():
     assert "Gap recovered (LDV vs microphone, CER): n/a" in results_markdown(results)
 
 
+def test_markdown_lists_the_gap_of_each_cross_condition_set():
+    results = sample_results()
+    results["gap_recovered_by_set"] = {"ldv_random-1000": 0.7126, "ldv_wall": None}
+    lines = results_markdown(results).splitlines()
+    assert "Gap recovered on ldv_random-1000 (vs the same utterances' microphone CER): 71.3%" in lines
+    assert "Gap recovered on ldv_wall (vs the same utterances' microphone CER): n/a (no gap)" in lines
+
+
 def test_markdown_with_minimal_results():
     markdown = results_markdown({"eval": {"test": {"adapted": {"wer": 0.5}}}})
     assert "| test | adapted | n/a | 50.0 |" in markdown.splitlines()

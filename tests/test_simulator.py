@@ -421,3 +421,28 @@ def test_cli_unknown_condition_fails_cleanly(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert run_cli("--input", str(tmp_path / "mic"), "--output", str(tmp_path / "o"), "--condition", "marble") == 2
     assert "window" in caplog.text
+
+
+def test_random_conditions_are_seeded_valid_within_their_ranges_and_round_trip(tmp_path):
+    from modeling_qwen2audio_ldv.synthetic.conditions import MIX_RANDOM_SURFACES, mix_conditions, random_condition
+
+    drawn = [random_condition(seed) for seed in range(40)]
+    assert random_condition(7) == drawn[7] and drawn[7].name == "random-7"
+    assert len({(c.highpass_hz, c.lowpass_hz) for c in drawn}) == 40  # different surfaces
+    for condition in drawn:
+        assert 80.0 <= condition.highpass_hz <= 400.0 and 1500.0 <= condition.lowpass_hz <= 4500.0
+        assert len(condition.resonances) <= 3
+        assert all(200.0 <= f <= 3000.0 and 2.0 <= q <= 12.0 and 3.0 <= g <= 12.0 for f, q, g in condition.resonances)
+        low, high = condition.snr_db
+        assert 6.0 <= low <= 24.0 and 4.0 <= high - low <= 10.0
+        assert condition.dropout_mode in ("hold", "zero")
+    # a name the CLI and recipes accept, and a JSON round trip like any other condition
+    assert get_condition("random-7") == drawn[7]
+    drawn[7].to_json(tmp_path / "surface.json")
+    assert get_condition(str(tmp_path / "surface.json")) == drawn[7]
+    with pytest.raises(ValueError, match="random-<seed>"):
+        get_condition("random-x")
+    mix = mix_conditions()
+    assert [c.name for c in mix] == list(LDV_PRESETS) + [f"random-{k}" for k in range(MIX_RANDOM_SURFACES)]
+    audio = simulate_ldv(np.sin(np.linspace(0, 400 * np.pi, 16000)).astype(np.float32), 16000, drawn[3], seed=0)
+    assert audio.shape == (16000,) and np.isfinite(audio).all()

@@ -138,6 +138,12 @@ def test_shortened_demo_on_the_mini_base(tmp_path):
     assert saved["adapter"]["trainable_params"] == results["adapter"]["trainable_params"] > 0
     assert "gap_recovered" in saved and "train_seconds" in saved
     assert "| ldv_window | adapted |" in (tmp_path / "demo" / "results.md").read_text()
+    # the cross condition's gap, against the microphone CER of the same utterances
+    window, mic = saved["eval"]["ldv_window"], saved["eval"]["mic"]["baseline"]["cer"]
+    if window["baseline"]["cer"] != mic:
+        assert saved["gap_recovered_by_set"]["ldv_window"] == pytest.approx(
+            (window["baseline"]["cer"] - window["adapted"]["cer"]) / (window["baseline"]["cer"] - mic))
+    assert "Gap recovered on ldv_window" in (tmp_path / "demo" / "results.md").read_text()
 
 
 def test_evaluate_command_on_a_saved_adapter(one_process_run, tmp_path, capsys):

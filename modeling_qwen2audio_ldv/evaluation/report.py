@@ -155,6 +155,9 @@ def results_markdown(results: Mapping[str, Any]) -> str:
     if "real_voice_gap_recovered" in results:
         lines.append("Gap recovered on the real-voice set (real_ldv vs real_mic, CER): "
                      + (f"{_percent(real_gap)}%" if isinstance(real_gap, (int, float)) else "n/a (no gap)"))
+    for set_name, value in (results.get("gap_recovered_by_set") or {}).items():
+        lines.append(f"Gap recovered on {_cell(set_name)} (vs the same utterances' microphone CER): "
+                     + (f"{_percent(value)}%" if isinstance(value, (int, float)) else "n/a (no gap)"))
 
     examples = results.get("examples") or []
     if examples:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 Range = tuple[float, float]
 Resonance = tuple[float, float, float]
 
@@ -363,10 +365,63 @@ def get_condition(name_or_path: str | os.PathLike | LDVCondition) -> LDVConditio
     key = str(name_or_path)
     if key in LDV_PRESETS:
         return copy.deepcopy(LDV_PRESETS[key])
+    if key.startswith("random-") and key[len("random-"):].isdigit():
+        return random_condition(int(key[len("random-"):]))
     path = Path(key)
     if path.is_file():
         return LDVCondition.from_json(path)
     raise ValueError(
-        f"unknown LDV condition {key!r}: expected a preset ({', '.join(sorted(LDV_PRESETS))}) "
-        "or the path of an existing JSON file"
+        f"unknown LDV condition {key!r}: expected a preset ({', '.join(sorted(LDV_PRESETS))}), random-<seed> "
+        "(a surface drawn by random_condition) or the path of an existing JSON file"
     )
+
+
+def random_condition(seed: int, name: str | None = None) -> LDVCondition:
+    """One surface drawn over the reported ranges of the source list above (a stand-in for a surface nobody
+    simulated): band 80-400 Hz to 1.5-4.5 kHz, 0-3 resonances (200-3000 Hz, Q 2-12, +3..+12 dB), a gain variation
+    of up to 8 dB, drift -35..-12 dB, an SNR window of 4-10 dB width starting at 6-24 dB, speckle 0-12 per second,
+    drop-outs 0-2 per second held or zeroed. The same ``seed`` gives the same condition; ``name`` defaults to
+    ``random-<seed>``.
+
+    Example:
+        >>> random_condition(3) == random_condition(3)
+        True
+    """
+    rng = np.random.default_rng([int(seed), 0x1D5])
+
+    def window(low: float, high: float, width_low: float, width_high: float) -> tuple[float, float]:
+        start = float(rng.uniform(low, high))
+        return start, start + float(rng.uniform(width_low, width_high))
+
+    resonances = tuple(
+        (float(math.exp(rng.uniform(math.log(200.0), math.log(3000.0)))), float(rng.uniform(2.0, 12.0)),
+         float(rng.uniform(3.0, 12.0)))
+        for _ in range(int(rng.integers(0, 4))))
+    return LDVCondition(
+        name=name or f"random-{int(seed)}",
+        highpass_hz=float(rng.uniform(80.0, 400.0)),
+        lowpass_hz=float(rng.uniform(1500.0, 4500.0)),
+        filter_order=int(rng.integers(2, 7)),
+        resonances=resonances,
+        gain_variation_db=window(0.0, 4.0, 0.0, 4.0),
+        drift_level_db=window(-35.0, -22.0, 0.0, 10.0),
+        snr_db=window(6.0, 24.0, 4.0, 10.0),
+        noise_slope_db_per_octave=float(rng.uniform(-6.0, 0.0)),
+        speckle_rate_hz=window(0.0, 6.0, 0.0, 6.0),
+        speckle_length_samples=(1.0, float(rng.uniform(10.0, 100.0))),
+        speckle_level_db=window(-5.0, 5.0, 0.0, 8.0),
+        dropout_rate_hz=window(0.0, 1.0, 0.0, 1.0),
+        dropout_duration_ms=window(3.0, 10.0, 5.0, 40.0),
+        dropout_mode=("hold", "zero")[int(rng.integers(2))],
+    )
+
+
+#: Random surfaces of :func:`mix_conditions` (seeds 0 to this - 1); draw unseen test surfaces from other seeds.
+MIX_RANDOM_SURFACES = 16
+
+
+def mix_conditions(num_random: int = MIX_RANDOM_SURFACES) -> tuple[LDVCondition, ...]:
+    """The multi-surface training mix: the four presets and ``num_random`` surfaces of :func:`random_condition`
+    (seeds ``0 .. num_random - 1``), for one adapter meant for surfaces nobody simulated."""
+    return tuple(copy.deepcopy(LDV_PRESETS[name]) for name in LDV_PRESETS) + tuple(
+        random_condition(seed) for seed in range(num_random))

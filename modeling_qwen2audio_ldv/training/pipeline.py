@@ -128,6 +128,12 @@ def evaluate_run(model, processor, data: TrainingData, model_args: ModelArgument
     if "mic" in scores and "ldv" in scores:
         results["gap_recovered"] = gap_recovered(scores["ldv"]["baseline"]["cer"], scores["ldv"]["adapted"]["cer"],
                                                  scores["mic"]["baseline"]["cer"])
+    # a cross condition's LDV clips (--eval_condition: `ldv_<name>`) are the same utterances as `mic`
+    by_set = {name: gap_recovered(scores[name]["baseline"]["cer"], scores[name]["adapted"]["cer"],
+                                  scores["mic"]["baseline"]["cer"])
+              for name in scores if name.startswith("ldv_") and "mic" in scores}
+    if by_set:
+        results["gap_recovered_by_set"] = by_set
     if "real_mic" in scores and "real_ldv" in scores:
         results["real_voice_gap_recovered"] = gap_recovered(
             scores["real_ldv"]["baseline"]["cer"], scores["real_ldv"]["adapted"]["cer"],
