@@ -227,6 +227,39 @@ def test_paired_corpus_splits_are_disjoint_in_text_and_voice(paired):
     assert voices["test"] <= set(split_voices(DEFAULT_VOICES["en"])["test"])
 
 
+def test_extra_train_texts_replace_template_texts_and_never_reach_the_eval_splits(paired):
+    test_text = paired["test"]["text"][0]
+    extra = ["agent logged off", "please hold", "agent logged off", test_text]
+    corpus = build_paired_corpus(num_train=6, num_eval=2, seed=0, conditions=CONDITIONS[:1], progress=False,
+                                 extra_train_texts=extra)
+    train = corpus["train"]["text"]
+    # the two distinct extras first (the duplicate and the test text left out), then the seed's template texts
+    assert train[:2] == ["agent logged off", "please hold"]
+    template = list(dict.fromkeys(paired["train"]["text"]))  # one row per condition in `paired`
+    assert train[2:] == template[:4]
+    assert len(train) == 6 and test_text not in train
+    # the eval splits are the ones built without extras
+    assert corpus["test"]["text"] == list(dict.fromkeys(paired["test"]["text"]))
+    assert corpus["validation"]["text"] == list(dict.fromkeys(paired["validation"]["text"]))
+
+
+def test_train_conditions_record_each_training_utterance_under_one_surface_of_the_mix(espeak):
+    from modeling_qwen2audio_ldv.synthetic.corpus import _derived_seed
+    from modeling_qwen2audio_ldv.synthetic.simulator import simulate_ldv
+
+    mix = ("window", "wall", "throat")
+    corpus = build_paired_corpus(num_train=6, num_eval=2, seed=0, conditions=("cardboard_box",), progress=False,
+                                 train_conditions=mix, mic_augment=False)
+    train = corpus["train"]
+    assert len(train) == 6 and len(set(train["utterance_id"])) == 6  # one row per utterance
+    assert sorted(train["condition"]) == sorted(mix * 2)  # round robin: each surface equally often
+    assert set(corpus["test"]["condition"]) == set(corpus["validation"]["condition"]) == {"cardboard_box"}
+    for row in train.select(range(3)):
+        clean = np.asarray(row["mic_audio"]["array"], dtype=np.float32)  # mic_augment off: the synthesised clip
+        expected = simulate_ldv(clean, 16000, row["condition"], seed=_derived_seed(0, "ldv", row["id"]))
+        assert np.allclose(np.asarray(row["ldv_audio"]["array"]), expected, atol=2e-3), row["id"]
+
+
 @pytest.mark.speech
 def test_paired_rows_align(paired):
     rows = {row["id"]: row for split in paired for row in paired[split].remove_columns(["mic_audio", "ldv_audio"])}

@@ -178,6 +178,71 @@ def test_demo_eval_sets_hold_the_clips_their_names_say(monkeypatch):
     assert {float(np.asarray(row["mic_audio"]["array"])[0]) for row in train} == {-0.5}
 
 
+def test_real_voice_texts_hand_spans_of_the_sets_transcripts_to_the_corpus(monkeypatch):
+    """``--real_voice_texts N``: N word spans of the real-voice set's transcripts (``span_texts`` of
+    ``transcript_texts``, seeded by the corpus seed) go to the corpus builder as extra training texts; 0 gives none."""
+    import modeling_qwen2audio_ldv.data.real_voices as real_voices
+    import modeling_qwen2audio_ldv.synthetic.corpus as corpus_module
+    from modeling_qwen2audio_ldv.synthetic.texts import span_texts
+    from modeling_qwen2audio_ldv.training.arguments import DataArguments
+    from modeling_qwen2audio_ldv.training.data import build_demo_data
+
+    sources = ["agent logged off", "please enter your password followed by the pound key", "goodbye"]
+    monkeypatch.setattr(real_voices, "transcript_texts", lambda root="/": sources)
+    seen = []
+
+    def fake_corpus(num_train, num_eval, seed, conditions, extra_train_texts=(), **kwargs):
+        seen.append(list(extra_train_texts))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(corpus_module, "build_paired_corpus", fake_corpus)
+    for count in (0, 5):
+        with pytest.raises(RuntimeError, match="stop here"):
+            build_demo_data(DataArguments(real_voice_texts=count, corpus_seed=3), seed=0)
+    assert seen == [[], span_texts(sources, 5, 3)]
+    assert all(len(text.split()) >= 1 for text in seen[1]) and len(set(seen[1])) == 5
+    with pytest.raises(ValueError, match="real_voice_texts"):
+        build_demo_data(DataArguments(real_voice_texts=-1), seed=0)
+
+
+def test_condition_mix_trains_on_every_surface_of_the_mix_and_scores_the_default_and_the_unseen(monkeypatch):
+    """``--condition mix``: the corpus gets the mix as ``train_conditions`` (one surface per training utterance),
+    every training row trains, and the eval sets are the default preset (``ldv``) and ``--eval_condition``."""
+    import modeling_qwen2audio_ldv.synthetic.corpus as corpus_module
+    from modeling_qwen2audio_ldv.synthetic.conditions import mix_conditions
+    from modeling_qwen2audio_ldv.training.arguments import DataArguments
+    from modeling_qwen2audio_ldv.training.data import build_demo_data
+
+    calls = {}
+
+    def fake_corpus(num_train, num_eval, seed, conditions, train_conditions=None, **kwargs):
+        calls["conditions"] = [c.name for c in conditions]
+        calls["train_conditions"] = [c.name for c in train_conditions]
+        audio = datasets.Audio(sampling_rate=16000)
+
+        def split(names, count):
+            rows = [names[i % len(names)] for i in range(count)]
+            clip = [{"array": np.zeros(160, np.float32), "sampling_rate": 16000} for _ in rows]
+            data = datasets.Dataset.from_dict({"ldv_audio": clip, "mic_audio": clip, "condition": rows,
+                                               "text": [f"{c} {i}" for i, c in enumerate(rows)]})
+            return data.cast_column("ldv_audio", audio).cast_column("mic_audio", audio)
+
+        test = datasets.concatenate_datasets([split([name], num_eval) for name in calls["conditions"]])
+        return datasets.DatasetDict({"train": split(calls["train_conditions"], num_train), "test": test})
+
+    monkeypatch.setattr(corpus_module, "build_paired_corpus", fake_corpus)
+    args = DataArguments(condition="mix", eval_condition="random-1000", num_train_utterances=40,
+                         num_eval_utterances=2, mic_fraction=0.0)
+    train, eval_sets, _ = build_demo_data(args, seed=0)
+    assert calls["train_conditions"] == [c.name for c in mix_conditions()]
+    assert calls["conditions"] == ["cardboard_box", "random-1000"]
+    assert len(train) == 40  # every surface's rows train
+    assert set(eval_sets) == {"ldv", "mic", "ldv_random-1000"}
+    assert list(eval_sets["ldv"]["text"]) == ["cardboard_box 0", "cardboard_box 1"]
+    with pytest.raises(ValueError, match="ldv_draws"):
+        build_demo_data(DataArguments(condition="mix", ldv_draws=2), seed=0)
+
+
 @pytest.mark.parametrize("fraction", [0.0, 0.25, 1.0])
 def test_mic_fraction_sets_the_share_of_microphone_rows(fraction):
     n = 160

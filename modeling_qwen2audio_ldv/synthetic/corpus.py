@@ -257,6 +257,8 @@ def build_paired_corpus(
     progress: bool = True,
     augment: SpeechAugmentation | bool | None = None,
     held_out: HeldOutRegistry | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
+    extra_train_texts: Sequence[str] = (),
+    train_conditions: Sequence[str | LDVCondition] | None = None,
 ) -> Any:
     """Synthesise a paired microphone / LDV corpus with held-out texts and held-out voices.
 
@@ -301,6 +303,12 @@ def build_paired_corpus(
             ``(seed, utterance_id)``. ``None``/``False``: none.
         held_out: the held-out registry the voices are checked against (default:
             :func:`~modeling_qwen2audio_ldv.data.held_out.default_registry`; manifest paths are added to it).
+        extra_train_texts: texts the train split speaks first, in place of as many template texts (``train``
+            keeps ``num_train`` utterances), e.g. word spans of a target domain's transcripts; a text also drawn
+            for validation or test, or listed twice, is left out (the splits stay disjoint in text).
+        train_conditions: when given, each train utterance is recorded under one of these conditions (round robin
+            from a seeded start: one row per utterance, the condition's name in ``condition``) instead of under
+            every one of ``conditions``, which the eval splits keep; a mix of surfaces for one adapter.
 
     Returns:
         ``datasets.DatasetDict`` with splits ``train`` (``num_train * len(conditions)`` rows), ``validation`` and
@@ -318,6 +326,7 @@ def build_paired_corpus(
     check_language(language)
     _check_sizes(num_train, num_eval, rate_range, pitch_range)
     resolved = _resolve_conditions(conditions)
+    mixed = None if train_conditions is None else _resolve_conditions(train_conditions)
     sizes = {"train": num_train, "validation": num_eval, "test": num_eval}
     voice_splits = _voice_splits(voices, language, sizes)
     # every voice, the held-out splits' too: a test speaker heard in validation is as lost as one heard in training
@@ -333,9 +342,16 @@ def build_paired_corpus(
     # test texts first, then validation, then train: the eval sets do not move when `num_train` changes (and a
     # larger `num_eval` extends a smaller one's test set), so runs with more training data score the same clips
     offsets = {"test": 0, "validation": num_eval, "train": 2 * num_eval}
+    split_texts = {split: [texts[offsets[split] + i] for i in range(sizes[split])] for split in SPLITS}
+    if extra_train_texts:
+        held = set(split_texts["validation"]) | set(split_texts["test"])
+        extra = [text for text in dict.fromkeys(extra_train_texts) if text not in held][:num_train]
+        taken = set(extra)
+        split_texts["train"] = extra + [text for text in split_texts["train"] if text not in taken][: num_train - len(extra)]
     jobs = {
-        split: _utterance_jobs(split, [texts[offsets[split] + i] for i in range(sizes[split])], voice_splits[split],
-                               seed, rate_range, pitch_range, language, resolved, mic_augment, augmentation)
+        split: _utterance_jobs(split, split_texts[split], voice_splits[split], seed, rate_range, pitch_range,
+                               language, resolved if split != "train" or mixed is None else mixed, mic_augment,
+                               augmentation, one_condition=split == "train" and mixed is not None)
         for split in SPLITS
     }
     return _write_splits(jobs, cache_dir, num_proc, progress)
@@ -406,10 +422,13 @@ def _utterance_jobs(
     conditions: tuple[LDVCondition, ...],
     mic_augment: bool,
     augment: SpeechAugmentation | None = None,
+    one_condition: bool = False,
 ) -> list[_Utterance]:
-    """The synthesis jobs of one split: ``texts[i]`` is utterance ``<split>-<i:05d>``."""
+    """The synthesis jobs of one split: ``texts[i]`` is utterance ``<split>-<i:05d>``; with ``one_condition`` each
+    is recorded under one of ``conditions`` (round robin from a seeded start), else under all of them."""
     # Round robin from a seeded start: every voice of the split speaks about equally often.
     start = _derived_seed(seed, "voices", split)
+    condition_start = _derived_seed(seed, "conditions", split)
     jobs = []
     for index, text in enumerate(texts):
         utterance_id = f"{split}-{index:05d}"
@@ -426,7 +445,7 @@ def _utterance_jobs(
                 pitch=pitch if supports_pitch(voice) else NEUTRAL_PITCH,
                 language=language,
                 seed=int(seed),
-                conditions=conditions,
+                conditions=(conditions[(condition_start + index) % len(conditions)],) if one_condition else conditions,
                 mic_augment=bool(mic_augment),
                 augment=augment,
             )

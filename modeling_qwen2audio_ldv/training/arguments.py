@@ -131,6 +131,10 @@ class DataArguments:
                                                                     "validation/test by speaker; unset = eSpeak's"})
     augment: bool = field(default=False, metadata={"help": "demo corpus: speed, pitch, room, level and noise "
                                                            "augmentation of each utterance (synthetic.augment)"})
+    real_voice_texts: int = field(default=0, metadata={"help": "demo corpus: this many training utterances speak word "
+                                                                "spans of the real-voice set's transcripts (texts "
+                                                                "only, never its recordings), in place of template "
+                                                                "texts: the text domain the mini base also read"})
     real_voice_set: str | None = field(default=None, metadata={"help": "demo corpus: a real-voice set folder "
                                                                        "(build-real-voice-set; built there if "
                                                                        "absent): its microphone and `condition` LDV "

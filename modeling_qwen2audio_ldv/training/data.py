@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..audio import SAMPLING_RATE
+from ..synthetic.conditions import DEFAULT_CONDITION
 from .arguments import DataArguments
 from .objectives import needs_mic_clip
 
@@ -42,24 +43,42 @@ class TrainingData:
     report: Any = None
 
 
+#: ``--condition mix``: train one adapter on a mix of surfaces (``synthetic.conditions.mix_conditions``)
+MIX_CONDITION = "mix"
+
+
 def build_demo_data(data_args: DataArguments, seed: int):
     """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
+    from ..synthetic.conditions import mix_conditions
     from ..synthetic.corpus import build_paired_corpus
     from ..synthetic.simulator import get_condition
 
     if data_args.ldv_draws < 1:
         raise ValueError(f"--ldv_draws ({data_args.ldv_draws}) must be >= 1")
-    conditions = [get_condition(data_args.condition)]
+    mix = data_args.condition == MIX_CONDITION
+    if mix and data_args.ldv_draws > 1:
+        raise ValueError("--condition mix draws a surface per utterance already: use --ldv_draws 1 with it")
+    # `mix`: every training utterance under one surface of the mix; the eval sets stay on the default preset
+    conditions = [get_condition(DEFAULT_CONDITION if mix else data_args.condition)]
     conditions += [get_condition(data_args.eval_condition)] if data_args.eval_condition else []
     # the corpus's `condition` column holds the condition's name (a JSON condition's `name`, not its path)
     names = [c.name for c in conditions]
     # further LDV draws of the training condition: the same surface under another name, so each row gets its own
     # simulator seed; only the first draw is scored (the eval sets do not change with --ldv_draws)
     draws = [dataclasses.replace(conditions[0], name=f"{names[0]}~draw{k}") for k in range(1, data_args.ldv_draws)]
+    if data_args.real_voice_texts < 0:
+        raise ValueError(f"--real_voice_texts ({data_args.real_voice_texts}) must be >= 0")
+    extra_texts: list[str] = []
+    if data_args.real_voice_texts:
+        from ..data.real_voices import transcript_texts
+        from ..synthetic.texts import span_texts
+
+        extra_texts = span_texts(transcript_texts(), data_args.real_voice_texts, data_args.corpus_seed)
     corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
                                  conditions=conditions + draws, kinds=tuple(data_args.text_kinds),
                                  voices=tuple(data_args.voices) if data_args.voices else None,
-                                 augment=data_args.augment or None)
+                                 augment=data_args.augment or None, extra_train_texts=extra_texts,
+                                 train_conditions=mix_conditions() if mix else None)
 
     def rows_of(split: str, name: str):
         rows = corpus[split].filter(lambda c: c == name, input_columns="condition")
@@ -68,7 +87,7 @@ def build_demo_data(data_args: DataArguments, seed: int):
                              f"{sorted(set(corpus[split]['condition']))})")
         return rows
 
-    train = rows_of("train", names[0])
+    train = corpus["train"] if mix else rows_of("train", names[0])
     if draws:
         from datasets import concatenate_datasets
 
@@ -204,7 +223,8 @@ def load_training_data(data_args: DataArguments, seed: int, objective: str) -> T
         condition = Path(data_args.train_data).name
     if data_args.real_voice_set and data_args.train_data is None:
         # the demo corpus: its LDV condition is a simulator preset, which the set's LDV folders are made with
-        eval_sets.update(real_voice_eval_sets(data_args, data_args.condition))
+        eval_sets.update(real_voice_eval_sets(
+            data_args, DEFAULT_CONDITION if data_args.condition == MIX_CONDITION else data_args.condition))
     # paired rows: a bad microphone clip is a bad row too (it would stop the feature cache or the distill step)
     train, report = filter_bad_examples(train, on_bad_example=data_args.on_bad_example,
                                         mic_audio_column="mic_audio" if "mic_audio" in train.column_names else None)
