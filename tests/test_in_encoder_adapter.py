@@ -40,27 +40,30 @@ def test_a_place_past_the_tower_is_refused(tiny_base):
         add_domain_adapter_to_model(copy.deepcopy(base), **{**ADAPTER, "encoder_layer": 3})
 
 
-def test_the_adapter_runs_between_the_tower_layers(tiny_base):
-    """Adapted output == the tower's first layer, the adapter, the rest of the tower, written out by hand."""
+@pytest.mark.parametrize("layer", [0, LAYER])
+def test_the_adapter_runs_between_the_tower_layers(tiny_base, layer):
+    """Adapted output == the tower's first ``layer`` layers (0: the convolutions and positions only), the adapter,
+    the rest of the tower, written out by hand."""
     base, processor = tiny_base
-    model = inside(base)
+    model = inside(base, encoder_layer=layer)
     inputs = make_inputs(processor)
     tower = model.model.audio_tower
     with torch.no_grad():
         got = model(input_features=inputs["input_features"], feature_attention_mask=inputs["feature_attention_mask"])
         hidden, frame_lengths = encode_audio_to_layer(tower, inputs["input_features"],
-                                                      inputs["feature_attention_mask"], LAYER)
+                                                      inputs["feature_attention_mask"], layer)
         valid = torch.arange(hidden.shape[1])[None] < frame_lengths[:, None]
-        expected, lengths = finish_audio_tower(tower, model.domain_adapter(hidden, valid), frame_lengths, LAYER)
+        expected, lengths = finish_audio_tower(tower, model.domain_adapter(hidden, valid), frame_lengths, layer)
         stock, stock_lengths = encode_audio(tower, inputs["input_features"], inputs["feature_attention_mask"])
     assert torch.equal(got.output_lengths, stock_lengths) and torch.equal(lengths, stock_lengths)
     torch.testing.assert_close(got.hidden_states, expected, rtol=0, atol=1e-6)
     assert (got.hidden_states - stock).abs().max() > 1e-3  # the adapter does change the tower's output
 
 
-def test_off_is_exactly_the_stock_model_and_on_differs(tiny_base):
+@pytest.mark.parametrize("layer", [0, LAYER])
+def test_off_is_exactly_the_stock_model_and_on_differs(tiny_base, layer):
     base, processor = tiny_base
-    model = inside(base)
+    model = inside(base, encoder_layer=layer)
     inputs = make_inputs(processor)
     with torch.no_grad():
         stock = base(**inputs).logits
