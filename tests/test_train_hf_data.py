@@ -2,6 +2,7 @@
 eval manifest, bad files in training data (LDV and microphone), training from audio (no feature cache), and the
 demo corpus's microphone share."""
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -260,12 +261,15 @@ def test_mic_fraction_sets_the_share_of_microphone_rows(fraction):
 
 
 def test_encoder_layer_flag_takes_a_count_or_none(tmp_path):
-    """The demo recipe puts the adapter inside the tower; ``--encoder_layer none`` moves it back after the tower."""
+    """The demo recipe adapts the tower from layer 2; ``--encoder_layer none`` moves a transformer adapter back after
+    the tower (for LoRA, unset means every layer)."""
     def placement(*flags):
         (_, adapter_args, *_), _ = train_hf.parse_arguments(["--output_dir", str(tmp_path), *flags])
         return adapter_args.to_config().encoder_layer
 
     assert placement() == 2  # configuration/recipes/demo.yaml
+    assert placement("--encoder_layer", "none") == 0  # the recipe's LoRA: on every layer
+    placement = functools.partial(placement, "--adapter_type", "transformer")
     assert placement("--encoder_layer", "none") is None
     assert placement("--encoder_layer", "null") is None
     assert placement("--encoder_layer", "5") == 5
