@@ -53,12 +53,15 @@ def tiny_train_args(base, output_dir, batch=4, *extra):
     ``scale_init`` makes the adapter change some of the random tiny model's transcripts. The adapter sits inside the
     tiny tower after its first layer (the demo recipe's placement is inside the tower too; after the tiny tower's
     last layer its pooling and LayerNorm would leave the 2 eval transcripts unchanged). Adapter dropout is off (the
-    demo recipe's is 0.1): two processes draw other dropout masks than one, and the runs are compared step by step."""
+    demo recipe's is 0.1): two processes draw other dropout masks than one, and the runs are compared step by step.
+    The adapter is the transformer type, whose gate, scale and norm these runs check (the demo recipe's LoRA is
+    trained by ``test_shortened_demo_on_the_mini_base`` and ``tests/test_lora_adapter.py``)."""
     return [
         "--base_model", str(base), "--output_dir", str(output_dir),
         "--num_train_utterances", "16", "--num_eval_utterances", "2",
         "--max_steps", "6", "--save_steps", "2", "--save_total_limit", "5", "--per_device_train_batch_size", str(batch),
-        "--num_heads", "4", "--ff_dim", "32", "--zero_init", "false", "--scale_init", "10", "--learning_rate", "0.01",
+        "--adapter_type", "transformer", "--num_heads", "4", "--ff_dim", "32", "--zero_init", "false",
+        "--scale_init", "10", "--learning_rate", "0.01",
         "--objective", "lm+distill", "--eval_batch_size", "2", "--max_new_tokens", "4", "--logging_steps", "1",
         "--dataloader_num_workers", "0", "--use_cpu", "true", "--encoder_layer", "1", "--dropout", "0", *extra,
     ]

@@ -76,7 +76,8 @@ def test_synth_corpus_output_trains_through_train_hf(paired_corpus, tiny_base_3s
         "--base_model", str(tiny_base_3s), "--output_dir", str(tmp_path / "run"),
         "--train_data", str(paired_corpus), "--mic_audio_column", "mic_file_name",
         "--eval_data", str(eval_manifest), "--mic_eval_data", str(mic_manifest), "--mic_fraction", "0.5",
-        "--max_steps", "2", "--per_device_train_batch_size", "4", "--num_heads", "4", "--ff_dim", "32",
+        "--max_steps", "2", "--per_device_train_batch_size", "4", "--adapter_type", "transformer",
+        "--num_heads", "4", "--ff_dim", "32",
         "--eval_batch_size", "4", "--max_new_tokens", "3", "--logging_steps", "1", "--save_strategy", "no",
     ])
     assert results["eval"].keys() == {"ldv", "mic"}

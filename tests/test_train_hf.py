@@ -140,9 +140,11 @@ def test_shortened_demo_on_the_mini_base(tmp_path):
     assert "| ldv_window | adapted |" in (tmp_path / "demo" / "results.md").read_text()
     # the cross condition's gap, against the microphone CER of the same utterances
     window, mic = saved["eval"]["ldv_window"], saved["eval"]["mic"]["baseline"]["cer"]
-    if window["baseline"]["cer"] != mic:
+    if window["baseline"]["cer"] > mic:
         assert saved["gap_recovered_by_set"]["ldv_window"] == pytest.approx(
             (window["baseline"]["cer"] - window["adapted"]["cer"]) / (window["baseline"]["cer"] - mic))
+    else:  # no gap to recover on this 4-step run's clips
+        assert saved["gap_recovered_by_set"]["ldv_window"] is None
     assert "Gap recovered on ldv_window" in (tmp_path / "demo" / "results.md").read_text()
 
 

@@ -67,7 +67,8 @@ def own_args(base, data, manifest, output_dir, *extra):
         "--mic_audio_column", "mic_file_name", "--mic_eval_data", str(manifest),
         "--objective", "lm+distill", "--feature_cache", "false",
         "--max_steps", "2", "--save_steps", "2", "--per_device_train_batch_size", "2", "--logging_steps", "1",
-        "--num_heads", "4", "--ff_dim", "32", "--zero_init", "false", "--learning_rate", "0.01",
+        "--adapter_type", "transformer", "--num_heads", "4", "--ff_dim", "32", "--zero_init", "false",
+        "--learning_rate", "0.01",
         "--eval_batch_size", "2", "--max_new_tokens", "2", "--dataloader_num_workers", "0", "--use_cpu", "true",
         *extra,
     ]
@@ -104,6 +105,7 @@ def test_own_data_error_policy_names_the_bad_file(tiny_base_3s, own_data, tmp_pa
 def one_step_args(base, data, output_dir, *extra):
     return ["--base_model", str(base), "--output_dir", str(output_dir), "--train_data", str(data), "--objective", "lm",
             "--max_steps", "1", "--save_steps", "1", "--per_device_train_batch_size", "2", "--num_heads", "4",
+            "--adapter_type", "transformer",
             "--ff_dim", "32", "--eval_batch_size", "2", "--max_new_tokens", "1", "--use_cpu", "true",
             "--dataloader_num_workers", "0", *extra]
 

@@ -94,5 +94,5 @@ def test_feature_cache_is_built_on_the_training_device(tmp_path, monkeypatch):
     with pytest.raises(_Stop):
         train_hf.main(["--base_model", str(tmp_path / "base"), "--output_dir", str(tmp_path / "run"),
                        "--num_train_utterances", "2", "--num_eval_utterances", "1", "--text_kinds", "digits",
-                       "--num_heads", "4", "--ff_dim", "32", "--max_steps", "1"])
+                       "--adapter_type", "transformer", "--num_heads", "4", "--ff_dim", "32", "--max_steps", "1"])
     assert seen["device"] == torch.device("meta")
