@@ -47,6 +47,12 @@ class TrainingData:
 MIX_CONDITION = "mix"
 
 
+def scored_condition(condition: str) -> str:
+    """The condition the demo's eval sets (and the real-voice set's LDV clips) use for ``--condition``: itself, or
+    for ``mix`` the default preset."""
+    return DEFAULT_CONDITION if condition == MIX_CONDITION else condition
+
+
 def build_demo_data(data_args: DataArguments, seed: int):
     """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
     from ..synthetic.conditions import mix_conditions
@@ -59,7 +65,7 @@ def build_demo_data(data_args: DataArguments, seed: int):
     if mix and data_args.ldv_draws > 1:
         raise ValueError("--condition mix draws a surface per utterance already: use --ldv_draws 1 with it")
     # `mix`: every training utterance under one surface of the mix; the eval sets stay on the default preset
-    conditions = [get_condition(DEFAULT_CONDITION if mix else data_args.condition)]
+    conditions = [get_condition(scored_condition(data_args.condition))]
     conditions += [get_condition(data_args.eval_condition)] if data_args.eval_condition else []
     # the corpus's `condition` column holds the condition's name (a JSON condition's `name`, not its path)
     names = [c.name for c in conditions]
@@ -223,8 +229,7 @@ def load_training_data(data_args: DataArguments, seed: int, objective: str) -> T
         condition = Path(data_args.train_data).name
     if data_args.real_voice_set and data_args.train_data is None:
         # the demo corpus: its LDV condition is a simulator preset, which the set's LDV folders are made with
-        eval_sets.update(real_voice_eval_sets(
-            data_args, DEFAULT_CONDITION if data_args.condition == MIX_CONDITION else data_args.condition))
+        eval_sets.update(real_voice_eval_sets(data_args, scored_condition(data_args.condition)))
     # paired rows: a bad microphone clip is a bad row too (it would stop the feature cache or the distill step)
     train, report = filter_bad_examples(train, on_bad_example=data_args.on_bad_example,
                                         mic_audio_column="mic_audio" if "mic_audio" in train.column_names else None)
