@@ -14,12 +14,23 @@ from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio, enc
 from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
 from modeling_qwen2audio_ldv.training.feature_cache import CachedFeatureCollator, build_feature_cache
 from modeling_qwen2audio_ldv.training.trainer import DomainAdapterTrainer
-from test_modeling import assert_loads_without_the_package, make_inputs
+from test_modeling import assert_batched_equals_one_by_one, assert_loads_without_the_package, make_inputs
 from test_training_steps import DISTILL_WEIGHT, INSTRUCTION, paired_dataset, sgd_step_args
 
 LAYER = 1  # the tiny base's tower has 2 layers: the adapter sits between them
 ADAPTER = dict(adapter_type="transformer", num_layers=1, num_heads=4, ff_dim=32, dropout=0.0, zero_init=False,
                scale_init=1.0, encoder_layer=LAYER)
+
+
+def cache_and_audio_logits(model, from_cache, from_audio):
+    """The model's logits on a batch of cached tower states and on the same batch from its audio."""
+    logits_cache = model(input_ids=from_cache["input_ids"], attention_mask=from_cache["attention_mask"],
+                         audio_encoder_hidden_states=from_cache["audio_encoder_hidden_states"],
+                         audio_encoder_lengths=from_cache["audio_encoder_lengths"]).logits
+    logits_audio = model(input_ids=from_audio["input_ids"], attention_mask=from_audio["attention_mask"],
+                         input_features=from_audio["input_features"],
+                         feature_attention_mask=from_audio["feature_attention_mask"]).logits
+    return logits_cache, logits_audio
 
 
 def inside(base, **overrides):
@@ -157,12 +168,7 @@ def test_cache_holds_the_adapter_s_input_and_feeds_the_same_logits(tiny_base, tm
     from_audio = reference([data[i] for i in range(len(data))])
     assert torch.equal(from_cache["input_ids"], from_audio["input_ids"])  # one <|AUDIO|> per output frame
     with torch.no_grad():
-        logits_cache = model(input_ids=from_cache["input_ids"], attention_mask=from_cache["attention_mask"],
-                             audio_encoder_hidden_states=from_cache["audio_encoder_hidden_states"],
-                             audio_encoder_lengths=from_cache["audio_encoder_lengths"]).logits
-        logits_audio = model(input_ids=from_audio["input_ids"], attention_mask=from_audio["attention_mask"],
-                             input_features=from_audio["input_features"],
-                             feature_attention_mask=from_audio["feature_attention_mask"]).logits
+        logits_cache, logits_audio = cache_and_audio_logits(model, from_cache, from_audio)
     torch.testing.assert_close(logits_cache, logits_audio, rtol=1e-2, atol=1e-2)
 
 
@@ -254,18 +260,7 @@ def test_saved_inside_adapter_loads_without_the_package(tiny_base, tiny_base_dir
 def test_clips_of_one_batch_do_not_see_each_other(tiny_base):
     """Batched == one by one (the adapter and the remaining layers mask every clip's padding)."""
     base, processor = tiny_base
-    model = inside(base)
-    clips = noise_clips((16000, 7000, 11000), 4)
-    features = processor.feature_extractor(clips, sampling_rate=16000, return_attention_mask=True,
-                                           padding="max_length", return_tensors="pt")
-    with torch.no_grad():
-        batch = model(input_features=features["input_features"], feature_attention_mask=features["attention_mask"])
-        for row in range(len(clips)):
-            one = model(input_features=features["input_features"][row : row + 1],
-                        feature_attention_mask=features["attention_mask"][row : row + 1])
-            n = int(one.output_lengths[0])
-            assert int(batch.output_lengths[row]) == n
-            torch.testing.assert_close(batch.hidden_states[row, :n], one.hidden_states[0, :n], rtol=0, atol=1e-5)
+    assert_batched_equals_one_by_one(inside(base), processor)
 
 
 def test_explain_and_diagnose_read_the_adapter_where_it_sits(tiny_base, tmp_path):

@@ -24,7 +24,14 @@ from modeling_qwen2audio_ldv.data.collator import DataCollatorForQwen2AudioLDV
 from modeling_qwen2audio_ldv.lora_qwen2audio_ldv import LORA_ADAPTER_NAME, LoRADomainAdapter
 from modeling_qwen2audio_ldv.modeling_qwen2audio_ldv import CODE_FILES
 from modeling_qwen2audio_ldv.training.feature_cache import CachedFeatureCollator, build_feature_cache
-from test_modeling import assert_loads_without_the_package, make_inputs
+from test_in_encoder_adapter import cache_and_audio_logits
+from test_modeling import (
+    HIDE_THE_PACKAGE,
+    assert_batched_equals_one_by_one,
+    assert_full_checkpoint_round_trip,
+    assert_loads_without_the_package,
+    make_inputs,
+)
 from test_training_steps import INSTRUCTION, paired_dataset
 
 ALL_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
@@ -241,12 +248,7 @@ def test_cache_holds_the_states_before_the_first_adapted_layer(tiny_base, tmp_pa
     from_audio = reference([data[i] for i in range(len(data))])
     assert torch.equal(from_cache["input_ids"], from_audio["input_ids"])
     with torch.no_grad():
-        logits_cache = model(input_ids=from_cache["input_ids"], attention_mask=from_cache["attention_mask"],
-                             audio_encoder_hidden_states=from_cache["audio_encoder_hidden_states"],
-                             audio_encoder_lengths=from_cache["audio_encoder_lengths"]).logits
-        logits_audio = model(input_ids=from_audio["input_ids"], attention_mask=from_audio["attention_mask"],
-                             input_features=from_audio["input_features"],
-                             feature_attention_mask=from_audio["feature_attention_mask"]).logits
+        logits_cache, logits_audio = cache_and_audio_logits(model, from_cache, from_audio)
         with model.disable_domain_adapter():
             logits_off = model(input_ids=from_audio["input_ids"], attention_mask=from_audio["attention_mask"],
                                input_features=from_audio["input_features"],
@@ -367,13 +369,7 @@ def test_remote_code_without_peft_loads_other_adapters_and_names_peft_for_lora(s
         tiny_base_dir, adapter_config=DomainAdapterConfig(num_layers=1, num_heads=4, ff_dim=32))
     plain_dir = tmp_path / "plain_adapter"
     plain.save_pretrained(plain_dir)
-    script = textwrap.dedent(f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "modeling_qwen2audio_ldv":
-                    raise ImportError("package hidden for this test")
-        sys.meta_path.insert(0, Block())
+    script = textwrap.dedent(HIDE_THE_PACKAGE + f"""
         sys.modules["peft"] = None  # as if not installed: find_spec gives None, `import peft` raises ImportError
         import transformers
         assert not transformers.utils.is_peft_available()
@@ -398,17 +394,7 @@ def test_remote_code_without_peft_loads_other_adapters_and_names_peft_for_lora(s
 def test_batched_equals_one_by_one_over_padding(tiny_base):
     """Clips of one batch do not see each other through the LoRA layers (padding stays masked)."""
     base, processor = tiny_base
-    model = with_lora(base)
-    clips = noise_clips((16000, 7000, 11000), 4)
-    features = processor.feature_extractor(clips, sampling_rate=16000, return_attention_mask=True,
-                                           padding="max_length", return_tensors="pt")
-    with torch.no_grad():
-        batch = model(input_features=features["input_features"], feature_attention_mask=features["attention_mask"])
-        for row in range(len(clips)):
-            one = model(input_features=features["input_features"][row : row + 1],
-                        feature_attention_mask=features["attention_mask"][row : row + 1])
-            n = int(one.output_lengths[0])
-            torch.testing.assert_close(batch.hidden_states[row, :n], one.hidden_states[0, :n], rtol=0, atol=1e-5)
+    assert_batched_equals_one_by_one(with_lora(base), processor)
 
 
 def test_explain_and_diagnose_refuse_a_lora_adapter_clearly(tiny_base, tmp_path):
@@ -426,12 +412,7 @@ def test_explain_and_diagnose_refuse_a_lora_adapter_clearly(tiny_base, tmp_path)
 
 def test_full_checkpoint_round_trip(tiny_base, tmp_path):
     base, processor = tiny_base
-    model = with_lora(base)
-    model.save_pretrained(tmp_path / "full", adapter_only=False)
-    reloaded = Qwen2AudioLDVForConditionalGeneration.from_pretrained(tmp_path / "full").eval()
-    inputs = make_inputs(processor)
-    with torch.no_grad():
-        assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
+    assert_full_checkpoint_round_trip(with_lora(base), processor, tmp_path / "full")
 
 
 def test_a_bfloat16_base_keeps_lora_in_float32(tiny_base_dir, tiny_base):

@@ -255,19 +255,51 @@ def test_adapter_only_save_contents_and_size(trained_adapter_dir):
     assert set(config["auto_map"]) == {"AutoConfig", "AutoModelForSeq2SeqLM", "AutoModelForMultimodalLM"}
 
 
-def assert_loads_without_the_package(out, inputs, expected, tmp_path, autos=("AutoModelForSeq2SeqLM",
-                                                                          "AutoModelForMultimodalLM")):
-    """In a fresh process where ``modeling_qwen2audio_ldv`` cannot be imported, each auto class loads ``out`` through
-    remote code and gives exactly ``expected`` logits on ``inputs``."""
-    torch.save(dict(inputs), tmp_path / "inputs.pt")
-    torch.save(expected, tmp_path / "expected.pt")
-    script = textwrap.dedent(f"""
+#: The start of a fresh-process script in which ``modeling_qwen2audio_ldv`` cannot be imported (remote code must
+#: load from the saved Hub files alone); ``textwrap.dedent`` it with the rest of the script.
+HIDE_THE_PACKAGE = """
         import importlib.abc, sys
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] == "modeling_qwen2audio_ldv":
                     raise ImportError("package hidden for this test")
         sys.meta_path.insert(0, Block())
+"""
+
+
+def assert_full_checkpoint_round_trip(model, processor, folder):
+    """A full save (base + adapter) loads back into a model with the same logits, bit for bit."""
+    model.save_pretrained(folder, adapter_only=False)
+    assert (folder / "model.safetensors").exists()
+    reloaded = Qwen2AudioLDVForConditionalGeneration.from_pretrained(folder).eval()
+    inputs = make_inputs(processor)
+    with torch.no_grad():
+        assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
+
+
+def assert_batched_equals_one_by_one(model, processor, lengths=(16000, 7000, 11000)):
+    """Each clip of a padded batch gets the output lengths and audio states it gets alone (clips do not see each
+    other's padding)."""
+    clips = noise_clips(lengths, 4)
+    features = processor.feature_extractor(clips, sampling_rate=16000, return_attention_mask=True,
+                                           padding="max_length", return_tensors="pt")
+    with torch.no_grad():
+        batch = model(input_features=features["input_features"], feature_attention_mask=features["attention_mask"])
+        for row in range(len(clips)):
+            one = model(input_features=features["input_features"][row : row + 1],
+                        feature_attention_mask=features["attention_mask"][row : row + 1])
+            n = int(one.output_lengths[0])
+            assert int(batch.output_lengths[row]) == n
+            torch.testing.assert_close(batch.hidden_states[row, :n], one.hidden_states[0, :n], rtol=0, atol=1e-5)
+
+
+def assert_loads_without_the_package(out, inputs, expected, tmp_path, autos=("AutoModelForSeq2SeqLM",
+                                                                          "AutoModelForMultimodalLM")):
+    """In a fresh process where ``modeling_qwen2audio_ldv`` cannot be imported, each auto class loads ``out`` through
+    remote code and gives exactly ``expected`` logits on ``inputs``."""
+    torch.save(dict(inputs), tmp_path / "inputs.pt")
+    torch.save(expected, tmp_path / "expected.pt")
+    script = textwrap.dedent(HIDE_THE_PACKAGE + f"""
         try:
             import modeling_qwen2audio_ldv
             raise SystemExit("the package is importable")
@@ -314,12 +346,7 @@ def test_missing_trust_remote_code_is_a_clear_error(trained_adapter_dir):
 def test_full_save_round_trip(trained_adapter_dir, tiny_base, tmp_path):
     model, _ = trained_adapter_dir
     _, processor = tiny_base
-    model.save_pretrained(tmp_path / "full", adapter_only=False)
-    assert (tmp_path / "full" / "model.safetensors").exists()
-    reloaded = Qwen2AudioLDVForConditionalGeneration.from_pretrained(tmp_path / "full").eval()
-    inputs = make_inputs(processor)
-    with torch.no_grad():
-        assert torch.equal(reloaded(**inputs).logits, model(**inputs).logits)
+    assert_full_checkpoint_round_trip(model, processor, tmp_path / "full")
 
 
 def test_legacy_checkpoint_layout_loads_every_weight(tiny_base, tmp_path):
