@@ -198,7 +198,7 @@ def read_asterisk_transcripts(path: str | os.PathLike) -> dict[str, str]:
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     transcripts: dict[str, str] = {}
-    with opener(path, "rt", encoding="utf-8") as handle:
+    with opener(path, "rt", encoding="utf-8-sig") as handle:  # some packages start with a BOM
         for number, line in enumerate(handle, start=1):
             if not line.strip() or line.lstrip().startswith(";"):
                 continue
