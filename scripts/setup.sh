@@ -16,9 +16,13 @@ fi
 #    - ffmpeg: datasets 5.x decodes audio files through torchcodec, which loads its libraries; it also decodes the
 #      real-voice set's G.722 recordings;
 #    - the real-voice test set's recordings and transcripts (data/real_voices.py; CC-BY-SA-3.0 and BSD-2/PD);
-#    - Flite and Festival with three English voices, training voices built from real speakers (synthetic/voices.py).
+#    - Flite and Festival with three English voices, training voices built from real speakers (synthetic/voices.py);
+#    - real speakers outside the test set, for the adapter's distillation: the Asterisk prompts in French, Italian and
+#      Russian (data/other_speakers.py; CC-BY-SA-3.0 / CC-BY-3.0).
 APT_PACKAGES=(ffmpeg asterisk-core-sounds-en-g722 asterisk-core-sounds-en pocketsphinx-testdata
-              flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts)
+              flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts
+              asterisk-core-sounds-fr-g722 asterisk-core-sounds-fr asterisk-core-sounds-it-g722
+              asterisk-core-sounds-it asterisk-core-sounds-ru-g722 asterisk-core-sounds-ru)
 if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
     MISSING=()
     for pkg in "${APT_PACKAGES[@]}"; do

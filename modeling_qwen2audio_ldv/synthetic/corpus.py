@@ -44,7 +44,8 @@ import numpy as np
 import soundfile as sf
 
 from ..audio import SAMPLING_RATE
-from ..data.held_out import HeldOutRegistry, resolve_registry
+from ..data.held_out import HeldOutError, HeldOutRegistry, file_sha256, resolve_registry
+from ..data.other_speakers import Recording
 from .augment import SpeechAugmentation, microphone_channel, perturb_speech
 from .espeak import synthesize  # noqa: F401  (re-exported: callers take the eSpeak synthesiser from here)
 from .simulator import DEFAULT_CONDITION, LDVCondition, get_condition, simulate_ldv
@@ -160,11 +161,17 @@ class _Utterance:
     conditions: tuple[LDVCondition, ...]
     mic_augment: bool
     augment: SpeechAugmentation | None = None
+    recording: str | None = None  # a real recording spoken instead of synthesising `text` (``voice`` is its speaker)
 
 
 def _render(job: _Utterance) -> list[dict[str, Any]]:
-    """Synthesise one utterance and simulate its LDV recording under each condition."""
-    clean = synthesize_voice(job.text, voice=job.voice, rate=job.rate, pitch=job.pitch)
+    """Synthesise one utterance (or read its real recording) and simulate its LDV recording under each condition."""
+    if job.recording is not None:
+        from ..data.real_voices import decode_recording
+
+        clean = decode_recording(job.recording)
+    else:
+        clean = synthesize_voice(job.text, voice=job.voice, rate=job.rate, pitch=job.pitch)
     if job.augment is not None:
         # the perturbed talker is what both the microphone and the LDV hear; the room, level and noise are the
         # microphone's own (the LDV gets the simulator's channel)
@@ -259,6 +266,7 @@ def build_paired_corpus(
     held_out: HeldOutRegistry | str | os.PathLike | Sequence[str | os.PathLike] | None = None,
     extra_train_texts: Sequence[str] = (),
     train_conditions: Sequence[str | LDVCondition] | None = None,
+    extra_train_recordings: Sequence[Recording] = (),
 ) -> Any:
     """Synthesise a paired microphone / LDV corpus with held-out texts and held-out voices.
 
@@ -309,6 +317,11 @@ def build_paired_corpus(
         train_conditions: when given, each train utterance is recorded under one of these conditions (round robin
             from a seeded start: one row per utterance, the condition's name in ``condition``) instead of under
             every one of ``conditions``, which the eval splits keep; a mix of surfaces for one adapter.
+        extra_train_recordings: real recordings (:func:`~modeling_qwen2audio_ldv.data.other_speakers.draw_recordings`)
+            added to ``train`` after its ``num_train`` utterances (ids ``train-rec-<i>``): each goes through the same
+            microphone channel and LDV simulation as a synthesised utterance (``voice`` is its speaker, ``rate`` 0,
+            ``text`` its own-language transcript, which only distillation may train on). Their speakers and files
+            are checked against ``held_out``.
 
     Returns:
         ``datasets.DatasetDict`` with splits ``train`` (``num_train * len(conditions)`` rows), ``validation`` and
@@ -330,7 +343,9 @@ def build_paired_corpus(
     sizes = {"train": num_train, "validation": num_eval, "test": num_eval}
     voice_splits = _voice_splits(voices, language, sizes)
     # every voice, the held-out splits' too: a test speaker heard in validation is as lost as one heard in training
-    resolve_registry(held_out).check_voices(voice for split in SPLITS for voice in voice_splits[split])
+    registry = resolve_registry(held_out)
+    registry.check_voices(voice for split in SPLITS for voice in voice_splits[split])
+    _check_recordings(extra_train_recordings, registry)
     augmentation = SpeechAugmentation() if augment is True else (augment or None)
     if augmentation is not None and not isinstance(augmentation, SpeechAugmentation):
         raise ValueError(f"`augment` must be a bool or a SpeechAugmentation, got {type(augment).__name__}")
@@ -354,7 +369,33 @@ def build_paired_corpus(
                                augmentation, one_condition=split == "train" and mixed is not None)
         for split in SPLITS
     }
+    jobs["train"] += _recording_jobs(extra_train_recordings, seed, resolved if mixed is None else mixed,
+                                     mic_augment, augmentation, one_condition=mixed is not None)
     return _write_splits(jobs, cache_dir, num_proc, progress)
+
+
+def _check_recordings(recordings: Sequence[Recording], registry: HeldOutRegistry) -> None:
+    """Refuse real recordings of a held-out speaker or byte-identical to a held-out file."""
+    registry.check_voices((recording.speaker for recording in recordings), speaker_of=str)
+    if registry.audio_sha256:
+        held = [str(r.path) for r in recordings if file_sha256(r.path) in registry.audio_sha256]
+        if held:
+            raise HeldOutError(f"extra_train_recordings: {len(held)} file(s) are held-out test data "
+                               f"({registry.describe()}): {', '.join(held[:10])}")
+
+
+def _recording_jobs(recordings: Sequence[Recording], seed: int, conditions: tuple[LDVCondition, ...],
+                    mic_augment: bool, augment: SpeechAugmentation | None, one_condition: bool) -> list[_Utterance]:
+    """The jobs of real recordings added to ``train``: like synthesised utterances, from a file instead of text."""
+    condition_start = _derived_seed(seed, "conditions", "train-rec")
+    return [
+        _Utterance(utterance_id=f"train-rec-{index:05d}", text=recording.text, voice=recording.speaker, rate=0,
+                   pitch=NEUTRAL_PITCH, language=recording.language, seed=int(seed),
+                   conditions=(conditions[(condition_start + index) % len(conditions)],) if one_condition
+                   else conditions,
+                   mic_augment=bool(mic_augment), augment=augment, recording=str(recording.path))
+        for index, recording in enumerate(recordings)
+    ]
 
 
 def _check_sizes(num_train: int, num_eval: int, rate_range: tuple[int, int], pitch_range: tuple[int, int]) -> None:
