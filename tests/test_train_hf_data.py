@@ -208,6 +208,37 @@ def test_real_voice_texts_hand_spans_of_the_sets_transcripts_to_the_corpus(monke
         build_demo_data(DataArguments(real_voice_texts=-1), seed=0)
 
 
+def test_other_speaker_clips_hand_drawn_recordings_to_the_corpus_for_distillation_only(monkeypatch):
+    """``--other_speaker_clips N``: ``draw_recordings(N, corpus_seed)`` goes to the corpus builder as extra training
+    recordings; 0 gives none; an objective with the LM loss is refused before anything is built."""
+    import modeling_qwen2audio_ldv.data.other_speakers as other_speakers
+    import modeling_qwen2audio_ldv.synthetic.corpus as corpus_module
+    from modeling_qwen2audio_ldv.training.arguments import DataArguments
+    from modeling_qwen2audio_ldv.training.data import build_demo_data, load_training_data
+
+    drawn = []
+    monkeypatch.setattr(other_speakers, "draw_recordings",
+                        lambda n, seed, max_seconds: drawn.append((n, seed, max_seconds)) or [f"r{seed}"] * n)
+    seen = []
+
+    def fake_corpus(num_train, num_eval, seed, conditions, extra_train_recordings=(), **kwargs):
+        seen.append(list(extra_train_recordings))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(corpus_module, "build_paired_corpus", fake_corpus)
+    for count in (0, 2):
+        with pytest.raises(RuntimeError, match="stop here"):
+            build_demo_data(DataArguments(other_speaker_clips=count, corpus_seed=3, other_speaker_max_seconds=4.0),
+                            seed=0)
+    assert drawn == [(2, 3, 4.0)] and seen == [[], ["r3", "r3"]]
+    with pytest.raises(ValueError, match="other_speaker_clips"):
+        build_demo_data(DataArguments(other_speaker_clips=-1), seed=0)
+    for objective in ("lm", "lm+distill"):
+        with pytest.raises(ValueError, match="use --objective distill"):
+            load_training_data(DataArguments(other_speaker_clips=2), seed=0, objective=objective)
+    assert len(seen) == 2  # refused before the corpus
+
+
 def test_condition_mix_trains_on_every_surface_of_the_mix_and_scores_the_default_and_the_unseen(monkeypatch):
     """``--condition mix``: the corpus gets the mix as ``train_conditions`` (one surface per training utterance),
     every training row trains, and the eval sets are the default preset (``ldv``) and ``--eval_condition``."""

@@ -135,6 +135,15 @@ class DataArguments:
                                                                 "spans of the real-voice set's transcripts (texts "
                                                                 "only, never its recordings), in place of template "
                                                                 "texts: the text domain the mini base also read"})
+    other_speaker_clips: int = field(default=0, metadata={"help": "demo corpus: this many real recordings of "
+                                                                   "speakers outside the real-voice set (Debian's "
+                                                                   "Asterisk prompts in French, Italian and Russian, "
+                                                                   "<= --other_speaker_max_seconds) join the "
+                                                                   "training rows with their "
+                                                                   "simulated LDV versions; objective distill only"})
+    other_speaker_max_seconds: float = field(default=8.0, metadata={"help": "demo corpus: the longest recording "
+                                                                            "--other_speaker_clips draws (s; a long "
+                                                                            "clip pads every batch it joins)"})
     real_voice_set: str | None = field(default=None, metadata={"help": "demo corpus: a real-voice set folder "
                                                                        "(build-real-voice-set; built there if "
                                                                        "absent): its microphone and `condition` LDV "

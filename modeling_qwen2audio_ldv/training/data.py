@@ -18,7 +18,7 @@ import numpy as np
 from ..audio import SAMPLING_RATE
 from ..synthetic.conditions import DEFAULT_CONDITION
 from .arguments import DataArguments
-from .objectives import needs_mic_clip
+from .objectives import needs_mic_clip, parse_objectives
 
 logger = logging.getLogger(__name__)
 
@@ -80,11 +80,20 @@ def build_demo_data(data_args: DataArguments, seed: int):
         from ..synthetic.texts import span_texts
 
         extra_texts = span_texts(transcript_texts(), data_args.real_voice_texts, data_args.corpus_seed)
+    if data_args.other_speaker_clips < 0:
+        raise ValueError(f"--other_speaker_clips ({data_args.other_speaker_clips}) must be >= 0")
+    recordings = []
+    if data_args.other_speaker_clips:
+        from ..data.other_speakers import draw_recordings
+
+        recordings = draw_recordings(data_args.other_speaker_clips, data_args.corpus_seed,
+                                     max_seconds=data_args.other_speaker_max_seconds)
     corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
                                  conditions=conditions + draws, kinds=tuple(data_args.text_kinds),
                                  voices=tuple(data_args.voices) if data_args.voices else None,
                                  augment=data_args.augment or None, extra_train_texts=extra_texts,
-                                 train_conditions=mix_conditions() if mix else None)
+                                 train_conditions=mix_conditions() if mix else None,
+                                 extra_train_recordings=recordings)
 
     def rows_of(split: str, name: str):
         rows = corpus[split].filter(lambda c: c == name, input_columns="condition")
@@ -221,6 +230,9 @@ def load_training_data(data_args: DataArguments, seed: int, objective: str) -> T
     from ..data.loading import filter_bad_examples
 
     if data_args.train_data is None:
+        if data_args.other_speaker_clips and any(o.needs_labels for o in parse_objectives(objective)):
+            raise ValueError(f"--other_speaker_clips trains on recordings in other languages, whose transcripts the "
+                             f"model must not learn to write: use --objective distill (got {objective!r})")
         train, eval_sets, corpus = build_demo_data(data_args, seed)
         condition = data_args.condition
     else:
