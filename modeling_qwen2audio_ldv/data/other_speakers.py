@@ -47,6 +47,7 @@ class OtherSpeaker:
     package: str  #: the Debian package holding the audio
     folder: Path  #: where the package puts the recordings, relative to the file system root
     transcripts: Path  #: the prompts' transcripts (``name: text``), relative to the file system root
+    transcripts_package: str  #: the Debian package holding them
     language: str  #: BCP-47 tag of the recordings
     licence: str
     attribution: str
@@ -59,16 +60,20 @@ OTHER_SPEAKERS: dict[str, OtherSpeaker] = {
     speaker.speaker: speaker
     for speaker in (
         OtherSpeaker("asterisk:june_wallack", "asterisk-core-sounds-fr-g722", _SOUNDS / "fr_CA_f_June",
-                     _DOCS / "asterisk-core-sounds-fr/core-sounds-fr.txt.gz", "fr-CA",
+                     _DOCS / "asterisk-core-sounds-fr/core-sounds-fr.txt.gz",
+                     "asterisk-core-sounds-fr", "fr-CA",
                      "CC-BY-SA-3.0", "Asterisk core sound prompts (French), recorded by June Wallack; Copyright "
                      "2006-2008 June Wallack; CC-BY-SA-3.0"),
         OtherSpeaker("asterisk:carlo_flora", "asterisk-core-sounds-it-g722", _SOUNDS / "it_IT_m_Carlo",
-                     _DOCS / "asterisk-core-sounds-it/core-sounds-it.txt.gz", "it-IT",
+                     _DOCS / "asterisk-core-sounds-it/core-sounds-it.txt.gz",
+                     "asterisk-core-sounds-it", "it-IT",
                      "CC-BY-3.0", "Asterisk core sound prompts (Italian), recorded by Carlo Flora; Copyright 2012 "
                      "Carlo Flora; CC-BY-3.0"),
         OtherSpeaker("asterisk:maxim_topal", "asterisk-core-sounds-ru-g722", _SOUNDS / "ru_RU_f_IvrvoiceRU",
-                     _DOCS / "asterisk-core-sounds-ru/core-sounds-ru.txt.gz", "ru-RU", "CC-BY-3.0", "Asterisk core sound prompts (Russian), provided by Maxim Topal "
-                     "(ivrvoice.ru); Copyright 2010 Maxim; CC-BY-3.0"),
+                     _DOCS / "asterisk-core-sounds-ru/core-sounds-ru.txt.gz",
+                     "asterisk-core-sounds-ru", "ru-RU",
+                     "CC-BY-3.0", "Asterisk core sound prompts (Russian), provided by Maxim Topal (ivrvoice.ru); "
+                     "Copyright 2010 Maxim; CC-BY-3.0"),
     )
 }
 #: Asterisk sound folders whose speaker is held out (the real-voice set's): never read as training speech.
@@ -103,7 +108,8 @@ def find_recordings(
     held_out: HeldOutRegistry | str | os.PathLike | None = None,
     max_seconds: float = MAX_SECONDS,
 ) -> list[Recording]:
-    """Every transcribed recording of ``MIN_SECONDS``-``max_seconds`` of ``speakers`` (default: all of :data:`OTHER_SPEAKERS`), sorted by speaker and path.
+    """Every transcribed recording of ``MIN_SECONDS``-``max_seconds`` of ``speakers`` (default: all of
+    :data:`OTHER_SPEAKERS`), sorted by speaker and path.
 
     Args:
         speakers: speaker ids of :data:`OTHER_SPEAKERS`.
@@ -123,10 +129,11 @@ def find_recordings(
     if unknown or not speakers:
         raise ValueError(f"`speakers` ({list(speakers)}) must be a non-empty subset of {sorted(OTHER_SPEAKERS)}")
     root = Path(root)
-    absent = [(path, package) for s in speakers for path, package in (
-        (root / OTHER_SPEAKERS[s].folder, OTHER_SPEAKERS[s].package),
-        (root / OTHER_SPEAKERS[s].transcripts, OTHER_SPEAKERS[s].package.removesuffix("-g722")))
-        if not path.exists()]
+    absent = []  # (path, the package that installs it)
+    for source in (OTHER_SPEAKERS[s] for s in speakers):
+        absent += [(path, package) for path, package in ((root / source.folder, source.package),
+                                                         (root / source.transcripts, source.transcripts_package))
+                   if not path.exists()]
     if absent:
         raise FileNotFoundError(
             f"{', '.join(str(path) for path, _ in absent)} not found: install the Debian packages "
@@ -184,4 +191,5 @@ def draw_recordings(
     return drawn
 
 
-__all__ = ["HELD_OUT_FOLDERS", "MAX_SECONDS", "MIN_SECONDS", "OTHER_SPEAKERS", "OtherSpeaker", "Recording", "draw_recordings", "find_recordings"]
+__all__ = ["HELD_OUT_FOLDERS", "MAX_SECONDS", "MIN_SECONDS", "OTHER_SPEAKERS", "OtherSpeaker", "Recording",
+           "draw_recordings", "find_recordings"]
