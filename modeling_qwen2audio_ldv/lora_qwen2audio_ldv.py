@@ -134,12 +134,76 @@ def _route_rows(adapter_names: list[str], module, args, kwargs):
     return args, {**kwargs, "adapter_names": adapter_names}
 
 
-def _check_no_checkpointing(audio_tower: nn.Module, adapters: list[LoRADomainAdapter]) -> None:
-    """Gradient checkpointing re-runs a layer during backward, when the LoRA layers are no longer in the tower."""
-    trains = torch.is_grad_enabled() and any(p.requires_grad for a in adapters for p in a.parameters())
-    if trains and any(getattr(layer, "gradient_checkpointing", False) for layer in audio_tower.layers):
-        raise ValueError("a lora adapter cannot train with gradient checkpointing on the audio tower's layers (the "
-                         "recomputed layers would run without LoRA); disable gradient checkpointing")
+def _layer_of(target: str) -> int:
+    """The tower layer of a LoRA target name (``layers.<i>.<path>``)."""
+    return int(target.split(".")[1])
+
+
+def _install(audio_tower: nn.Module, entries: list[tuple[LoRADomainAdapter, str, list[str] | None]]):
+    """Put each ``(adapter, target, adapter_names)`` LoRA layer in place of the tower's projection; returns what
+    :func:`_uninstall` needs. ``adapter_names``: peft's per-row names, ``None`` for every row."""
+    installed, hooks = [], []
+    try:
+        for adapter, target, names in entries:
+            layer = adapter.lora_layer(target)
+            if "base_layer" in layer.__dict__:
+                raise RuntimeError(f"{target}: this lora adapter is already in the audio tower (nested pass)")
+            parent_name, _, leaf = target.rpartition(".")
+            parent = audio_tower.get_submodule(parent_name)
+            current = parent._modules.get(leaf)
+            base = current
+            while "base_layer" in getattr(base, "__dict__", {}):  # another adapter's LoRA layer, stacked
+                base = base.__dict__["base_layer"]
+            if not isinstance(base, nn.Module) or getattr(base, "in_features", None) != layer.in_features \
+                    or getattr(base, "out_features", None) != layer.out_features:
+                raise ValueError(f"{target}: the audio tower has no projection of the LoRA layer's shape "
+                                 f"({layer.in_features} -> {layer.out_features}); was the adapter trained for "
+                                 "another tower?")
+            # lent, not registered: the tower's projection stays the tower's (state dict, devices, freezing)
+            layer.__dict__["base_layer"] = current
+            parent._modules[leaf] = layer
+            installed.append((parent, leaf, current, layer))
+            if names is not None:
+                hooks.append(layer.register_forward_pre_hook(functools.partial(_route_rows, names),
+                                                             with_kwargs=True))
+    except BaseException:
+        _uninstall(installed, hooks)
+        raise
+    return installed, hooks
+
+
+def _uninstall(installed: list, hooks: list) -> None:
+    """Undo :func:`_install`: the tower holds its own projections again."""
+    for hook in hooks:
+        hook.remove()
+    for parent, leaf, current, layer in reversed(installed):
+        parent._modules[leaf] = current
+        layer.__dict__.pop("base_layer", None)
+
+
+@contextlib.contextmanager
+def _lent(audio_tower: nn.Module, entries: list):
+    installed, hooks = _install(audio_tower, entries)
+    try:
+        yield
+    finally:
+        _uninstall(installed, hooks)
+
+
+def _checkpoints(layer: nn.Module) -> bool:
+    """Whether ``layer`` will run under gradient checkpointing (transformers' ``GradientCheckpointingLayer``)."""
+    return bool(getattr(layer, "gradient_checkpointing", False)) and layer.training and torch.is_grad_enabled()
+
+
+def _checkpoint_with_lora(checkpoint, audio_tower: nn.Module, entries: list, function, *args, **kwargs):
+    """The layer's checkpointing function, around a ``function`` that lends the layer its LoRA layers: the forward
+    and the recomputation during backward (after :func:`lora_in_tower` has returned) both run with LoRA."""
+
+    def with_lora(*inner_args, **inner_kwargs):
+        with _lent(audio_tower, entries):
+            return function(*inner_args, **inner_kwargs)
+
+    return checkpoint(with_lora, *args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -150,44 +214,36 @@ def lora_in_tower(audio_tower: nn.Module, routes: list[tuple[LoRADomainAdapter, 
     is not routed to an adapter gets its layers' ``"__base__"`` (peft's mixed batch): the tower's projection alone.
     Several adapters stack on one projection (each LoRA layer's base layer is the one installed before it). On
     leaving, the tower holds its own projections again.
+
+    A tower layer under gradient checkpointing (``activation_checkpointing_enable``, training) gets its LoRA layers
+    inside its checkpointed function instead, so that the recomputation in the backward pass, which runs after the
+    block, sees them too. Only non-reentrant checkpointing (transformers' default) is accepted: the reentrant kind
+    gives no gradient to the LoRA weights of a layer whose input needs none (the cached states).
     """
     adapters = [adapter for adapter, _ in routes]
     if len({id(a) for a in adapters}) != len(adapters):
         raise ValueError("an adapter is routed twice in one pass")
-    _check_no_checkpointing(audio_tower, adapters)
-    installed, hooks = [], []
+    entries = [(adapter, target, None if rows is None else [LORA_ADAPTER_NAME if row else BASE_ROWS for row in rows])
+               for adapter, rows in routes for target in adapter.target_names]
+    checkpointed = {index for index, layer in enumerate(audio_tower.layers) if _checkpoints(layer)}
+    swapped = []
     try:
-        for adapter, rows in routes:
-            names = None if rows is None else [LORA_ADAPTER_NAME if row else BASE_ROWS for row in rows]
-            for target in adapter.target_names:
-                layer = adapter.lora_layer(target)
-                if "base_layer" in layer.__dict__:
-                    raise RuntimeError(f"{target}: this lora adapter is already in the audio tower (nested pass)")
-                parent_name, _, leaf = target.rpartition(".")
-                parent = audio_tower.get_submodule(parent_name)
-                current = parent._modules.get(leaf)
-                base = current
-                while "base_layer" in getattr(base, "__dict__", {}):  # another adapter's LoRA layer, stacked
-                    base = base.__dict__["base_layer"]
-                if not isinstance(base, nn.Module) or getattr(base, "in_features", None) != layer.in_features \
-                        or getattr(base, "out_features", None) != layer.out_features:
-                    raise ValueError(f"{target}: the audio tower has no projection of the LoRA layer's shape "
-                                     f"({layer.in_features} -> {layer.out_features}); was the adapter trained for "
-                                     "another tower?")
-                # lent, not registered: the tower's projection stays the tower's (state dict, devices, freezing)
-                layer.__dict__["base_layer"] = current
-                parent._modules[leaf] = layer
-                installed.append((parent, leaf, current, layer))
-                if names is not None:
-                    hooks.append(layer.register_forward_pre_hook(functools.partial(_route_rows, names),
-                                                                 with_kwargs=True))
-        yield
+        for index in sorted(checkpointed & {_layer_of(target) for _, target, _ in entries}):
+            layer = audio_tower.layers[index]
+            checkpoint = layer._gradient_checkpointing_func
+            if getattr(checkpoint, "keywords", {}).get("use_reentrant", False):
+                raise ValueError("a lora adapter trains under gradient checkpointing only with use_reentrant=False "
+                                 "(transformers' default): reentrant checkpointing would leave the first adapted "
+                                 "layer's LoRA weights without gradients")
+            mine = [entry for entry in entries if _layer_of(entry[1]) == index]
+            layer._gradient_checkpointing_func = functools.partial(_checkpoint_with_lora, checkpoint, audio_tower,
+                                                                   mine)
+            swapped.append((layer, checkpoint))
+        with _lent(audio_tower, [entry for entry in entries if _layer_of(entry[1]) not in checkpointed]):
+            yield
     finally:
-        for hook in hooks:
-            hook.remove()
-        for parent, leaf, current, layer in reversed(installed):
-            parent._modules[leaf] = current
-            layer.__dict__.pop("base_layer", None)
+        for layer, checkpoint in swapped:
+            layer._gradient_checkpointing_func = checkpoint
 
 
 __all__ = ["BASE_ROWS", "LORA_ADAPTER_NAME", "LORA_MODULE_PATHS", "LoRADomainAdapter", "import_peft", "lora_in_tower"]

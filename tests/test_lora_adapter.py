@@ -286,14 +286,50 @@ def test_only_lora_trains_and_the_base_is_unchanged(tiny_base):
     assert all(torch.equal(v, after[k]) for k, v in before.items() if not k.startswith("domain_adapters."))
 
 
-def test_gradient_checkpointing_of_the_tower_is_refused_while_lora_trains(tiny_base):
+def lora_gradients(model, batch, domains):
+    """The loss and every LoRA weight's gradient of one training pass with per-clip routing."""
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch, audio_domain=domains).loss
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize("first", [0, 1])
+def test_gradient_checkpointing_of_the_tower_gives_the_same_gradients(tiny_base, first):
+    """Checkpointed tower layers recompute their forward during backward, after the adapted pass has returned: they
+    must still run with LoRA there (and route rows as in the forward), or the LoRA weights get wrong gradients."""
+    base, processor = tiny_base
+    model = with_lora(base, encoder_layer=first).train()
+    model.freeze_base_model()
+    data = paired_dataset()
+    batch = DataCollatorForQwen2AudioLDV(processor=processor, instruction=INSTRUCTION, mode="train")(
+        [data[i] for i in range(4)])
+    batch = {k: v for k, v in batch.items() if torch.is_tensor(v)}
+    domains = ["ldv", "mic", "ldv", "ldv"]
+    loss, expected = lora_gradients(model, batch, domains)
+    assert all(g.abs().sum() > 0 for g in expected.values())  # every LoRA layer of every adapted layer learns
+    model.activation_checkpointing_enable()
+    assert all(layer.gradient_checkpointing for layer in model.model.audio_tower.layers)
+    projections = {n: m for n, m in model.model.audio_tower.named_modules()}
+    checkpointed_loss, gradients = lora_gradients(model, batch, domains)
+    torch.testing.assert_close(checkpointed_loss, loss, rtol=0, atol=1e-6)
+    assert gradients.keys() == expected.keys()
+    for name, gradient in gradients.items():
+        torch.testing.assert_close(gradient, expected[name], rtol=1e-4, atol=1e-7, msg=name)
+    # the tower holds its own projections again after backward, and a frozen pass is unchanged by it
+    assert {n: m for n, m in model.model.audio_tower.named_modules()} == projections
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(**batch, audio_domain=domains).loss, loss, rtol=0, atol=1e-6)
+
+
+def test_reentrant_checkpointing_of_the_tower_is_refused_while_lora_trains(tiny_base):
     base, processor = tiny_base
     model = with_lora(base)
     model.freeze_base_model()
-    model.model.audio_tower.activation_checkpointing_enable()
+    model.model.audio_tower.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": True})
     model.train()
     inputs = make_inputs(processor)
-    with pytest.raises(ValueError, match="gradient checkpointing"):
+    with pytest.raises(ValueError, match="use_reentrant=False"):
         audio_only(model, inputs)
     with torch.no_grad():  # inference recomputes nothing
         audio_only(model, inputs)
