@@ -41,9 +41,10 @@ counted); LDV and microphone CER/WER with the adaptation applied to both; gap re
 (``(ldv_baseline_cer - ldv_cer) / (ldv_baseline_cer - oracle_ldv_cer)``); and whether the projector's weights
 are bit-identical to the base's after training (for LoRA: the frozen base weights under the low-rank update).
 
-Rows run once with the first seed; then ``transformer_standard`` and the ``closest_competitors`` rows nearest
-to it in LDV CER run again with each of ``extra_seeds``; those rows report mean and sample std over seeds. With
-``time_budget_minutes``, an extra-seed run that would end past the budget is skipped and listed. Results are
+Rows run once with the first seed; then ``reference_row`` (the recipe's: the demo's adapter) and the
+``closest_competitors`` rows nearest to it in LDV CER run again with each of ``extra_seeds``; those rows report
+mean and sample std over seeds. With ``time_budget_minutes``, an extra-seed run that would end past the budget is
+skipped and listed. Results are
 rewritten after every run, so an interrupted comparison leaves a table of what finished, and ``resume_from``
 takes the runs of earlier result files whose settings match (see :func:`comparison.resume.resumable_runs`)
 instead of training them again: a long comparison can be run in pieces, or its rows split over processes and joined.
@@ -150,8 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("transformers").setLevel(logging.WARNING)
     torch.set_num_threads(args.num_threads)
-    logger.info("recipe %s; rows %s; seeds %s (+%s for the standard row and %d closest)", recipe, args.rows,
-                args.seeds, args.extra_seeds, args.closest_competitors)
+    logger.info("recipe %s; rows %s; seeds %s (+%s for %s and %d closest)", recipe, args.rows,
+                args.seeds, args.extra_seeds, args.reference_row, args.closest_competitors)
     wall_start = time.perf_counter()
     base = resolve_base(args.base_model, REPO)
     processor = AutoProcessor.from_pretrained(base)

@@ -200,6 +200,7 @@ def test_row_settings_win_over_the_recipe():
 @pytest.mark.speech
 def test_smoke_two_rows(tmp_path, monkeypatch):
     pytest.importorskip("espeakng_loader")
+    from modeling_qwen2audio_ldv.synthetic.corpus import DEFAULT_VOICES
     from modeling_qwen2audio_ldv.testing import build_tiny_base
 
     model, processor = build_tiny_base(max_source_positions=150)  # 3 s window: the synthetic clips fit
@@ -212,6 +213,7 @@ def test_smoke_two_rows(tmp_path, monkeypatch):
         "--work_dir", str(tmp_path / "work"), "--rows", "baseline", "mlp_adapter",
         "--num_train_utterances", "8", "--num_eval_utterances", "3", "--max_steps", "3", "--warmup_steps", "1",
         "--batch_size", "4", "--eval_batch_size", "4", "--max_new_tokens", "4", "--multi_seed", "false",
+        "--real_voice_set", "", "--voices", *DEFAULT_VOICES["en"],  # eSpeak only: the 3 s window fits its clips
     ]
     results = compare_methods.main([*common, "--output_dir", str(out)])
 
@@ -246,6 +248,39 @@ def test_smoke_two_rows(tmp_path, monkeypatch):
     assert resumed[0]["ldv_cer"] == saved["runs"][1]["ldv_cer"]
     assert "1 of the 1 trained runs were taken from earlier invocations" in (
         tmp_path / "again" / "compare_methods.md").read_text()
+
+
+def test_the_recipe_data_settings_reach_the_corpus_and_the_real_voice_set(monkeypatch):
+    """The comparison's corpus is the demo's: its voices, texts and sizes go to ``build_demo_data``, and the
+    real-voice set is scored on every k-th clip as the demo does (``real_voice_samples``)."""
+    import modeling_qwen2audio_ldv.training.data as training_data
+    from comparison import runs
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_demo_data(data_args, seed):
+        seen["corpus"] = (data_args, seed)
+        return None, {}, None
+
+    def fake_real_sets(data_args, condition):
+        seen["real"] = (data_args, condition)
+        raise Stop
+
+    monkeypatch.setattr(runs, "build_demo_data", fake_demo_data)
+    monkeypatch.setattr(training_data, "real_voice_eval_sets", fake_real_sets)
+    args, _ = compare_methods.parse_arguments([str(REPO / "configuration" / "recipes" / "compare_methods.yaml")])
+    with pytest.raises(Stop):
+        runs.build_data(args, "unused", None)
+    corpus, seed = seen["corpus"]
+    demo = (REPO / "configuration" / "recipes" / "demo.yaml").read_text()
+    assert seed == 0 and corpus.condition == "cardboard_box" and corpus.num_train_utterances == 2000
+    assert corpus.voices == args.voices and "flite:rms" in corpus.voices
+    assert f"voices: [{', '.join(corpus.voices)}]" in demo  # the demo's list, in its order (held-out voices last)
+    real, condition = seen["real"]
+    assert (real.real_voice_set, real.real_voice_samples, condition) == ("outputs/real_voices", 140, "cardboard_box")
 
 
 def test_real_voice_columns_and_their_gap():

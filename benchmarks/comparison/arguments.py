@@ -43,12 +43,17 @@ class CompareArguments:
     real_voice_set: str | None = field(default=None, metadata={
         "help": "a real-voice set folder (build-real-voice-set; built there if absent): every row is also scored on "
                 "its microphone and `condition` LDV clips"})
+    real_voice_samples: int | None = field(default=None, metadata={
+        "help": "score every k-th clip of the real-voice set, k chosen to keep about this many (unset = all)"})
     num_train_utterances: int = field(default=600, metadata={"help": "training utterances"})
     num_eval_utterances: int = field(default=60, metadata={"help": "utterances per eval set"})
     corpus_seed: int = field(default=0, metadata={"help": "corpus seed (the same corpus for every seed)"})
     mic_fraction: float = field(default=0.25, metadata={"help": "share of microphone training rows"})
     text_kinds: list[str] = field(default_factory=lambda: ["digits", "command", "sentence"],
                                   metadata={"help": "corpus text kinds (digits, command, sentence)"})
+    voices: list[str] | None = field(default=None, metadata={
+        "help": "corpus voices; the list's tail is held out for validation and test (`split_voices`; unset: the "
+                "corpus's eSpeak defaults)"})
     # adapters
     objective: str = field(default="lm+distill", metadata={"help": "adapter rows' objective (lm, distill, lm+distill)"})
     distill_weight: float = field(default=1.0, metadata={"help": "weight of distill in lm+distill"})

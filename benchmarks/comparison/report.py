@@ -170,22 +170,21 @@ def plot_comparison(results: dict[str, Any], path: Path) -> Path:
     from matplotlib.figure import Figure
 
     rows = results["rows"]
-    fig = Figure(figsize=(14, max(4.5, 0.42 * len(rows) + 1.5)), layout="constrained")
-    FigureCanvasAgg(fig)
-    left, right = fig.subplots(1, 2, width_ratios=[1.3, 1])
-    y = np.arange(len(rows))
-    for offset, key, label, colour in ((-0.2, "ldv_cer", "LDV", "tab:red"), (0.2, "mic_cer", "microphone", "tab:blue")):
-        means = [100 * (r[key]["mean"] if r[key]["mean"] is not None else np.nan) for r in rows]
-        errors = [100 * (r[key]["std"] or 0.0) for r in rows]
-        left.barh(y + offset, means, height=0.4, xerr=errors, color=colour, label=f"{label} CER")
     base = results["baseline"]
-    left.axvline(100 * base["ldv_cer"], color="tab:red", linestyle="--", linewidth=1)
-    left.axvline(100 * base["mic_cer"], color="tab:blue", linestyle="--", linewidth=1)
+    real = "real_ldv_cer" in base and any("real_ldv_cer" in r for r in rows)
+    fig = Figure(figsize=(20 if real else 14, max(4.5, 0.42 * len(rows) + 1.5)), layout="constrained")
+    FigureCanvasAgg(fig)
+    panels = fig.subplots(1, 3 if real else 2, width_ratios=[1.3, 0.7, 1] if real else [1.3, 1])
+    left, right = panels[0], panels[-1]
+    y = np.arange(len(rows))
+    _cer_bars(left, rows, base, ("ldv_cer", "mic_cer"), ("LDV", "microphone"))
     left.set_yticks(y, [r["label"] for r in rows])
-    left.invert_yaxis()
     left.set_xlabel("CER (%) with the adaptation applied")
-    left.grid(True, axis="x", alpha=0.3)
-    left.legend(loc="upper left", bbox_to_anchor=(0.0, -0.08), ncols=2, fontsize=8)
+    if real:  # the real-voice set: the same rows, real speakers' recordings
+        middle = panels[1]
+        _cer_bars(middle, rows, base, ("real_ldv_cer", "real_mic_cer"), ("real-voice LDV", "real-voice microphone"))
+        middle.set_yticks(y, [""] * len(rows))
+        middle.set_xlabel("real voices: CER (%)")
     for r in rows:  # methods only: the ablations share the standard adapter's size and would pile up
         gap = r["gap_recovered"]
         if r["trainable_params"] > 0 and gap["mean"] is not None and not r["row"].startswith("standard_"):
@@ -205,6 +204,20 @@ def plot_comparison(results: dict[str, Any], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     return path
+
+
+def _cer_bars(axis, rows: list[dict[str, Any]], base: dict[str, Any], keys: tuple[str, str],
+              labels: tuple[str, str]) -> None:
+    """Two bars per row (``keys``' means, std as error bars) and each key's baseline as a dashed line."""
+    for offset, key, label, colour in zip((-0.2, 0.2), keys, labels, ("tab:red", "tab:blue")):
+        stats = [r.get(key) or {"mean": None, "std": None} for r in rows]
+        means = [100 * (v["mean"] if v["mean"] is not None else np.nan) for v in stats]
+        errors = [100 * (v["std"] or 0.0) for v in stats]
+        axis.barh(np.arange(len(rows)) + offset, means, height=0.4, xerr=errors, color=colour, label=f"{label} CER")
+        axis.axvline(100 * base[key], color=colour, linestyle="--", linewidth=1)
+    axis.invert_yaxis()
+    axis.grid(True, axis="x", alpha=0.3)
+    axis.legend(loc="upper left", bbox_to_anchor=(0.0, -0.08), ncols=2, fontsize=8)
 
 
 def write_outputs(results: dict[str, Any], output_dir: str) -> dict[str, Path]:

@@ -81,12 +81,15 @@ def build_data(args: CompareArguments, base: str, processor) -> ComparisonData:
     start = time.perf_counter()
     data_args = DataArguments(condition=args.condition, num_train_utterances=args.num_train_utterances,
                               num_eval_utterances=args.num_eval_utterances, corpus_seed=args.corpus_seed,
-                              mic_fraction=args.mic_fraction, text_kinds=list(args.text_kinds))
+                              mic_fraction=args.mic_fraction, text_kinds=list(args.text_kinds),
+                              voices=list(args.voices) if args.voices else None)
     _, eval_sets, corpus = build_demo_data(data_args, args.seeds[0])
     if args.real_voice_set:
         from modeling_qwen2audio_ldv.training.data import real_voice_eval_sets
 
-        eval_sets.update(real_voice_eval_sets(DataArguments(real_voice_set=args.real_voice_set), args.condition))
+        eval_sets.update(real_voice_eval_sets(DataArguments(real_voice_set=args.real_voice_set,
+                                                            real_voice_samples=args.real_voice_samples),
+                                              args.condition))
     # the training utterances before the microphone share is mixed in: each row's LDV and microphone clip, encoded
     # once (every row and seed draws its own microphone rows from them, :meth:`ComparisonData.mic_rows`)
     train = corpus["train"].filter(lambda c: c == args.condition, input_columns="condition")
