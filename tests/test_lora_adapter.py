@@ -286,6 +286,17 @@ def test_only_lora_trains_and_the_base_is_unchanged(tiny_base):
     assert all(torch.equal(v, after[k]) for k, v in before.items() if not k.startswith("domain_adapters."))
 
 
+def training_batch(tiny_base, encoder_layer):
+    """A LoRA model in training mode with its base frozen, a collated batch of 4 paired clips and their routing."""
+    base, processor = tiny_base
+    model = with_lora(base, encoder_layer=encoder_layer).train()
+    model.freeze_base_model()
+    data = paired_dataset()
+    batch = DataCollatorForQwen2AudioLDV(processor=processor, instruction=INSTRUCTION, mode="train")(
+        [data[i] for i in range(4)])
+    return model, {k: v for k, v in batch.items() if torch.is_tensor(v)}, ["ldv", "mic", "ldv", "ldv"]
+
+
 def lora_gradients(model, batch, domains):
     """The loss and every LoRA weight's gradient of one training pass with per-clip routing."""
     model.zero_grad(set_to_none=True)
@@ -298,14 +309,7 @@ def lora_gradients(model, batch, domains):
 def test_gradient_checkpointing_of_the_tower_gives_the_same_gradients(tiny_base, first):
     """Checkpointed tower layers recompute their forward during backward, after the adapted pass has returned: they
     must still run with LoRA there (and route rows as in the forward), or the LoRA weights get wrong gradients."""
-    base, processor = tiny_base
-    model = with_lora(base, encoder_layer=first).train()
-    model.freeze_base_model()
-    data = paired_dataset()
-    batch = DataCollatorForQwen2AudioLDV(processor=processor, instruction=INSTRUCTION, mode="train")(
-        [data[i] for i in range(4)])
-    batch = {k: v for k, v in batch.items() if torch.is_tensor(v)}
-    domains = ["ldv", "mic", "ldv", "ldv"]
+    model, batch, domains = training_batch(tiny_base, encoder_layer=first)
     loss, expected = lora_gradients(model, batch, domains)
     assert all(g.abs().sum() > 0 for g in expected.values())  # every LoRA layer of every adapted layer learns
     model.activation_checkpointing_enable()
@@ -465,3 +469,44 @@ def test_a_bfloat16_base_keeps_lora_in_float32(tiny_base_dir, tiny_base):
     assert routed.dtype == torch.bfloat16 and torch.isfinite(routed.float()).all()
     assert torch.equal(routed[1], off[1])  # the mic row: peft's "__base__" rows are the projection's output as is
     assert (routed[0].float() - off[0].float()).abs().max() > 1e-2
+
+
+class _Quantised4bitLinear(torch.nn.Linear):
+    """Stands for bitsandbytes' ``Linear4bit`` (an ``nn.Linear`` subclass, which a 4-bit base has in place of the
+    tower's projections): packed uint8 weight storage, a bfloat16 compute dtype, the output cast back to the input's
+    dtype. The dequantised weight is kept aside for the arithmetic."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        torch.nn.Module.__init__(self)
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = torch.nn.Parameter(torch.zeros(linear.weight.numel() // 2, 1, dtype=torch.uint8),
+                                         requires_grad=False)
+        self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach().clone(),
+                                                                        requires_grad=False)
+        self.register_buffer("dequantised", linear.weight.detach().to(torch.bfloat16))
+
+    def forward(self, x):
+        bias = None if self.bias is None else self.bias.to(torch.bfloat16)
+        return torch.nn.functional.linear(x.to(torch.bfloat16), self.dequantised, bias).to(x.dtype)
+
+
+def test_lora_trains_on_a_tower_whose_projections_are_4bit(tiny_base):
+    """The 7B 4-bit recipe puts LoRA on bitsandbytes ``Linear4bit`` projections: the LoRA layer must call the
+    quantised layer as its base layer (never read its uint8 weight as a matrix), add its float32 update, and train
+    only the LoRA weights, with the gradients of the unquantised tower up to bfloat16 rounding."""
+    model, batch, domains = training_batch(tiny_base, encoder_layer=1)
+    loss, expected = lora_gradients(model, batch, domains)
+    tower = model.model.audio_tower
+    for name in model.domain_adapter.target_names:
+        parent, _, leaf = name.rpartition(".")
+        setattr(tower.get_submodule(parent), leaf, _Quantised4bitLinear(tower.get_submodule(name)))
+    quantised_loss, gradients = lora_gradients(model, batch, domains)
+    assert gradients.keys() == expected.keys()  # only the LoRA weights train; the uint8 storage has no gradient
+    assert all(name.startswith("domain_adapters.") for name in gradients)
+    torch.testing.assert_close(quantised_loss, loss, rtol=2e-2, atol=0)
+    for name, gradient in gradients.items():
+        cosine = torch.nn.functional.cosine_similarity(gradient.flatten(), expected[name].flatten(), dim=0)
+        assert cosine > 0.99, (name, float(cosine))
+    assert all(gradient.abs().sum() > 0 for gradient in gradients.values())  # the update runs on the 4-bit tower
+    assert all(isinstance(tower.get_submodule(name), _Quantised4bitLinear)  # the tower's own layers put back
+               for name in model.domain_adapter.target_names)

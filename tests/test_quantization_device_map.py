@@ -52,17 +52,23 @@ def _quantised_load_skip_list(monkeypatch, load, skip_modules):
     return seen
 
 
+LORA_ADAPTER = DomainAdapterConfig(adapter_type="lora", encoder_layer=1, lora_rank=4)
+
+
+@pytest.mark.parametrize("adapter", [ADAPTER, LORA_ADAPTER], ids=["transformer", "lora"])
 @pytest.mark.parametrize("skip_modules", [None, ["lm_head"]])
-def test_bitsandbytes_skip_list_keeps_every_adapter_linear(tiny_base, tiny_base_dir, monkeypatch, skip_modules):
+def test_bitsandbytes_skip_list_keeps_every_adapter_linear(tiny_base, tiny_base_dir, monkeypatch, skip_modules,
+                                                           adapter):
     """The quantiser skips only ``_keep_in_fp32_modules`` (not the strict list, and a module may be in one list
-    only): a quantised model names its adapters there, in a real load and after converting a quantised stock model."""
+    only): a quantised model names its adapters there, in a real load and after converting a quantised stock model.
+    A lora adapter's ``lora_A``/``lora_B`` stay float32 while the tower's projections they update are quantised."""
     loaded = _quantised_load_skip_list(monkeypatch, lambda quantization: (
-        Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tiny_base_dir, adapter_config=ADAPTER,
+        Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tiny_base_dir, adapter_config=adapter,
                                                                    quantization_config=quantization)), skip_modules)
     base, _ = tiny_base
     stock = copy.deepcopy(base)
     stock.config.quantization_config = BitsAndBytesConfig(load_in_4bit=True)  # as a quantised load leaves it
-    model = add_domain_adapter_to_model(stock, adapter_type="transformer", num_heads=4, ff_dim=32)
+    model = add_domain_adapter_to_model(stock, **adapter.to_dict())
     converted = dict(skip=HfQuantizer.get_modules_to_not_convert(model, skip_modules, model._keep_in_fp32_modules),
                      linears=_linear_names(model), keep=set(model._keep_in_fp32_modules),
                      strict=set(model._keep_in_fp32_modules_strict))
