@@ -17,7 +17,9 @@ same held-out LDV and microphone sets. Rows:
   scaled to the encoder's width (:func:`transformer_shapes`).
 - ablations of ``transformer_standard``: no gate, with position encoding, ``scale_init`` 0.01 and 0.5 (the
   standard row is 0.1), zero-init off (the standard row is on), and the ``lm`` and ``distill`` objectives (the
-  standard row trains with ``lm+distill``, the demo's objective).
+  standard row trains with the recipe's objective: the committed recipe's is ``distill``, the demo's).
+- ``lora_in_tower_from_K``: the demo's adapter type, peft LoRA (rank 8, alpha 16) on the frozen tower's attention
+  and feed-forward projections of layers ``K`` to the last (``K`` 0-2).
 - levers on the lightweight adapter (zero-init off unless named): ``lightweight_in_encoder_K`` inside the frozen
   tower after ``K`` of its layers (2-6), with zero-init, with 0% or 50% microphone rows, with 2x steps, with a
   distillation warm-up (``distill_warmup_steps``); ``lightweight_in_encoder_2_regularised`` after layer 2 with
@@ -30,7 +32,7 @@ same held-out LDV and microphone sets. Rows:
   ``oracle_full_finetune_4x`` is the whole-base oracle at four times the steps; ``oracle_after_tower`` (and
   ``_4x``) fine-tunes the projector and LLM on the cached tower outputs (``lm``).
 
-Adapter rows train with the recipe's ``objective`` (the demo's ``lm+distill``) unless the row says otherwise; the
+Adapter rows train with the recipe's ``objective`` (the demo's ``distill``) unless the row says otherwise; the
 projector, LoRA and oracle rows can only take the transcript loss (``lm``): distillation targets the tower's
 output, which those rows do not change. ``transformer_standard_lm`` is the like-for-like adapter row for them.
 
@@ -68,7 +70,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from comparison.arguments import CompareArguments, parse_arguments  # noqa: E402
-from comparison.report import machine_info, results_markdown, summarise, write_outputs  # noqa: E402
+from comparison.report import baseline_scores, machine_info, results_markdown, summarise, write_outputs  # noqa: E402
 from comparison.resume import resumable_runs  # noqa: E402
 from comparison.rows import (  # noqa: E402
     NOT_COMPETITORS,
@@ -177,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "transformer_shapes": transformer_shapes(d_model), "mlp_bottleneck": max(1, d_model // 4),
         "data": {"train_utterances": len(data.texts), "eval_utterances": len(data.eval_sets["ldv"]["text"]),
                  "seconds": round(data.seconds, 1)},
-        "baseline": {k: baseline[k] for k in ("ldv_cer", "ldv_wer", "mic_cer", "mic_wer")},
+        "baseline": baseline_scores(baseline),
     }
 
     def publish(complete: bool, note: str | None = None) -> dict[str, Path]:

@@ -317,3 +317,32 @@ def test_lora_rows_configure_peft_lora_from_their_layer():
     # the placement sweep reaches the first two layers
     assert adapter_config_for(ROW_BY_NAME["lightweight_in_encoder_0"], 512, args).encoder_layer == 0
     assert adapter_config_for(ROW_BY_NAME["lightweight_in_encoder_1"], 512, args).encoder_layer == 1
+
+
+def test_the_report_and_figure_show_the_real_voice_set_when_the_baseline_scored_it(tmp_path):
+    """The baseline run's real-voice scores reach the results' ``baseline`` (the report draws every real-voice gap
+    from it): the Markdown gets the real-voice table with each row's figures, the figure its third panel."""
+    from comparison.report import baseline_scores, machine_info, write_outputs
+
+    args = CompareArguments(max_steps=600, batch_size=16)
+    baseline = {**_run("baseline", None, 0.6), "real_ldv_cer": 0.5, "real_ldv_wer": 0.6, "real_mic_cer": 0.2,
+                "real_mic_wer": 0.25}
+    standard = {**_run("transformer_standard", 0, 0.3), "real_ldv_cer": 0.35, "real_mic_cer": 0.21}
+    assert baseline_scores(baseline) == {"ldv_cer": 0.6, "ldv_wer": 1.2, "mic_cer": 0.1, "mic_wer": 0.2,
+                                         "real_ldv_cer": 0.5, "real_ldv_wer": 0.6, "real_mic_cer": 0.2,
+                                         "real_mic_wer": 0.25}
+    assert "real_ldv_cer" not in baseline_scores(_run("baseline", None, 0.6))  # no set scored: no such keys
+    results = {"settings": asdict(args), "machine": machine_info(), "d_model": 512, "mlp_bottleneck": 128,
+               "transformer_shapes": compare_methods.transformer_shapes(512),
+               "data": {"train_utterances": 10, "eval_utterances": 5, "seconds": 1.0},
+               "baseline": baseline_scores(baseline), "rows": summarise([baseline, standard], baseline),
+               "runs": [baseline, standard], "complete": True, "wall_seconds": 60.0}
+    paths = write_outputs(results, str(tmp_path))
+    report = paths["md"].read_text()
+    assert "Baseline: LDV CER 50.0%, microphone CER 20.0%." in report
+    assert "| Transformer adapter, standard | 35.0 | 21.0 | 50.0 |" in report  # (0.5 - 0.35) / (0.5 - 0.2)
+    png = paths["png"].read_bytes()
+    width = int.from_bytes(png[16:20], "big")
+    without = write_outputs({**results, "baseline": baseline_scores(_run("baseline", None, 0.6))},
+                            str(tmp_path / "without"))
+    assert width > int.from_bytes(without["png"].read_bytes()[16:20], "big")  # the real-voice panel

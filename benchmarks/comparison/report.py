@@ -87,6 +87,15 @@ def _fmt(stat: dict[str, Any], scale: float = 100.0, digits: int = 1) -> str:
     return text
 
 
+BASELINE_KEYS = ("ldv_cer", "ldv_wer", "mic_cer", "mic_wer", "real_ldv_cer", "real_ldv_wer", "real_mic_cer",
+                 "real_mic_wer")
+
+
+def baseline_scores(baseline: dict[str, Any]) -> dict[str, Any]:
+    """The baseline run's scores that the report and figure draw the gaps from (the real-voice set's when scored)."""
+    return {k: baseline[k] for k in BASELINE_KEYS if k in baseline}
+
+
 TABLE_HEADER = ("| Method | Trainable params | Checkpoint (bytes) | Train time (s) | LDV CER (%) | LDV WER (%) | "
                 "Mic CER (%) | Mic WER (%) | Gap recovered (%) | Share of oracle (%) | Share of ceiling (%) | "
                 "Projector preserved | Seeds |")
