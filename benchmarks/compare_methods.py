@@ -21,10 +21,10 @@ same held-out LDV and microphone sets. Rows:
 - ``lora_in_tower_from_K``: the demo's adapter type, peft LoRA (rank 8, alpha 16) on the frozen tower's attention
   and feed-forward projections of layers ``K`` to the last (``K`` 0-2).
 - levers on the lightweight adapter (zero-init off unless named): ``lightweight_in_encoder_K`` inside the frozen
-  tower after ``K`` of its layers (2-6), with zero-init, with 0% or 50% microphone rows, with 2x steps, with a
+  tower after ``K`` of its layers (0-6), with zero-init, with 0% or 50% microphone rows, with 2x steps, with a
   distillation warm-up (``distill_warmup_steps``); ``lightweight_in_encoder_2_regularised`` after layer 2 with
-  adapter dropout 0.1 and distillation weight 4 (the demo's recipe); ``lightweight_no_zero_init`` and ``lightweight_distill_warmup``
-  after the tower.
+  adapter dropout 0.1 and distillation weight 4 (the previous demo's recipe); ``lightweight_no_zero_init`` and
+  ``lightweight_distill_warmup`` after the tower.
 - references: ``ldv_native`` scores a model built apart on LDV audio (``--ldv_native_base``, from
   ``build-mini-base --train-condition``: the base's recipe, its encoder frozen) on the same sets;
   ``ldv_native_full`` one with every weight, the encoder included, trained on LDV audio (``--ldv_native_full_base``,
