@@ -169,14 +169,16 @@ def _peak_bytes(model, processor, n, path):
 
 
 def test_build_memory_does_not_grow_with_the_corpus(tiny_base, tmp_path):
-    """Features are written as they are computed and the audio is read in batches: 8x the clips, same peak."""
+    """Features are written as they are computed and the audio is read in windows of batches: 5x the clips, same
+    peak."""
     from modeling_qwen2audio_ldv.testing import build_tiny_base
 
     base, processor = build_tiny_base(d_model=256, encoder_attention_heads=4)  # 38 frames x 256 x 2 B = 19 KB a clip
     model = add_domain_adapter_to_model(base, adapter_type="none")
-    small = _peak_bytes(model, processor, 16, tmp_path / "small")
-    large = _peak_bytes(model, processor, 128, tmp_path / "large")
-    # holding the features in a list until the end adds 112 clips x 19 KB = 2.1 MB (and their Arrow conversion)
+    # clips are read a window of 8 batches of 4 at a time (sorted by length inside it): two windows, then ten
+    small = _peak_bytes(model, processor, 64, tmp_path / "small")
+    large = _peak_bytes(model, processor, 320, tmp_path / "large")
+    # holding the features in a list until the end adds 256 clips x 19 KB = 4.9 MB (and their Arrow conversion)
     assert large < small + 1_000_000, (small, large)
 
 
@@ -258,3 +260,81 @@ def test_collate_cached_features_pads_with_zeros_and_names_a_bad_clip():
     with pytest.raises(ValueError, match="mic_audio_encoder of row 1: 3 values, not a whole number of frames of "
                                          "d_model 2"):
         collate_cached_features([clips[0], np.ones(3, dtype=np.float16)], 2, "mic_audio_encoder")
+
+
+def test_short_spectrogram_equals_the_processors_on_every_frame_the_trimmed_tower_reads(tiny_base):
+    from modeling_qwen2audio_ldv.training.feature_cache import _tower_inputs
+
+    _, processor = tiny_base
+    extractor = processor.feature_extractor
+    window = extractor.n_samples  # the tiny base's 2 s window
+    clips = noise_clips([int(0.3 * window), int(0.55 * window), 1234], seed=3) + [np.zeros(4000, np.float32)]
+
+    def stock(arrays):
+        inputs = extractor(arrays, sampling_rate=16000, return_attention_mask=True, padding="max_length",
+                           return_tensors="pt")
+        return inputs["input_features"], inputs["attention_mask"]
+
+    features, mask = _tower_inputs(extractor, clips, trim=True)
+    reference, reference_mask = stock(clips)
+    assert features.shape == reference.shape and torch.equal(mask, reference_mask)
+    # the trimmed pass reads the longest valid frame count plus at most three (_tower_lengths): those are the same
+    read = int(reference_mask.sum(-1).max()) + 3
+    assert torch.equal(features[..., :read], reference[..., :read])
+    assert not torch.equal(features, reference)  # the short path was taken: the frames after them are zeros
+    assert torch.count_nonzero(features[..., -1]) == 0 and torch.count_nonzero(reference[..., -1]) > 0
+    # untrimmed, or a clip that reaches the window: exactly the processor's input
+    for arrays, trim in ((clips, False), (clips[:1] + [noise_clips([window - 100], seed=4)[0]], True)):
+        features, mask = _tower_inputs(extractor, arrays, trim=trim)
+        expected, expected_mask = stock(arrays)
+        assert torch.equal(features, expected) and torch.equal(mask, expected_mask)
+
+
+def test_clips_encoded_shortest_first_are_written_back_in_row_order(model_and_processor, tmp_path):
+    from modeling_qwen2audio_ldv.audio_tower_qwen2audio_ldv import encode_audio
+
+    model, processor = model_and_processor
+    seconds = (0.875, 0.5, 0.75, 0.625, 0.5625)  # not in length order: the encoding batches reorder them
+    data = _dataset(5, seed=2, seconds=seconds)
+    cached = build_feature_cache(model, processor, data, cache_dir=str(tmp_path), batch_size=2, progress=False)
+    for i in range(5):
+        inputs = processor.feature_extractor([data[i]["audio"]["array"]], sampling_rate=16000,
+                                             return_attention_mask=True, padding="max_length", return_tensors="pt")
+        with torch.no_grad():
+            hidden, lengths = encode_audio(model.model.audio_tower, inputs["input_features"], inputs["attention_mask"])
+        expected = hidden[0, : int(lengths[0])].to(torch.float16).numpy().reshape(-1)
+        assert cached[i]["audio_encoder"].shape == expected.shape  # every clip has its own frame count
+        assert np.allclose(cached[i]["audio_encoder"], expected, atol=4e-3)
+
+
+def test_length_column_counts_each_clips_cached_frames(model_and_processor, tmp_path):
+    from modeling_qwen2audio_ldv.training.feature_cache import with_length_column
+
+    model, processor = model_and_processor
+    data = _dataset(4, seconds=(0.875, 0.5, 0.75, 0.625)).filter(lambda t: t != "clip 2", input_columns="text")
+    cached = build_feature_cache(model, processor, data, cache_dir=str(tmp_path), progress=False)
+    d_model = model.config.audio_config.d_model
+    grouped = with_length_column(cached, d_model)
+    # hop 160 at 16 kHz: 0.875 / 0.5 / 0.625 s -> 88 / 50 / 63 mel frames; conv2 (m - 1) // 2 + 1 -> 44 / 25 / 32;
+    # the 2x pooling (f - 2) // 2 + 1 -> 22 / 12 / 16
+    assert grouped["length"] == [22, 12, 16]
+    assert [len(row["audio_encoder"]) // d_model for row in grouped] == [22, 12, 16]
+    assert isinstance(grouped[0]["audio_encoder"], np.ndarray) and grouped[0]["audio_encoder"].dtype == np.float16
+    with pytest.raises(ValueError, match="whole number of 7 frames"):
+        with_length_column(cached, 7)
+
+
+def test_length_grouped_sampling_needs_lengths_when_training_from_audio(model_and_processor):
+    from transformers import TrainingArguments
+
+    from modeling_qwen2audio_ldv.training.arguments import DataArguments
+    from modeling_qwen2audio_ldv.training.pipeline import training_collator
+
+    model, processor = model_and_processor
+    args = TrainingArguments(output_dir="unused", train_sampling_strategy="group_by_length", use_cpu=True,
+                             report_to="none")
+    with pytest.raises(ValueError, match="no 'length' column"):
+        training_collator(model, processor, _dataset(2), DataArguments(feature_cache=False), "lm", args)
+    with_lengths = _dataset(2).add_column("length", [8000, 10000])  # the user's own lengths are used as they are
+    train, _ = training_collator(model, processor, with_lengths, DataArguments(feature_cache=False), "lm", args)
+    assert train["length"] == [8000, 10000]

@@ -31,6 +31,8 @@ _FINGERPRINT_SAMPLES = 1024
 #: Rows per Arrow record batch while the cache is written (bounded memory, whatever the corpus size).
 _CACHE_WRITER_BATCH = 256
 _CACHE_FILE = "features.arrow"
+#: Encoding batches per window of rows sorted by length before encoding (the memory held: this many batches' audio).
+_SORT_WINDOW_BATCHES = 8
 
 
 _INTEGER_VIEWS = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
@@ -120,6 +122,23 @@ def _with_cached_features(dataset, features, audio_columns, drop_columns=()):
     result = datasets.concatenate_datasets([dataset, features.select_columns(names)], axis=1)
     # float16 as stored (numpy format would otherwise widen to float32); the collator casts per batch
     return result.with_format("numpy", columns=names, output_all_columns=True, dtype=np.float16)
+
+
+def with_length_column(dataset, d_model: int, key: str = "audio_encoder", name: str = "length"):
+    """``dataset`` (from :func:`build_feature_cache`) plus ``name``: the cached frames of ``key`` per clip, read off
+    the Arrow list lengths (no clip is decoded). The Trainer's ``--train_sampling_strategy group_by_length`` batches
+    clips of similar length with it, so a batch pads less."""
+    import pyarrow.compute as pc
+
+    if dataset._indices is not None:
+        dataset = dataset.flatten_indices()
+    values = pc.list_value_length(dataset.data.column(key)).to_numpy(zero_copy_only=False)
+    if np.any(values % d_model):
+        raise ValueError(f"feature cache column {key!r}: a clip's length is not a whole number of {d_model} frames")
+    format_ = dataset.format
+    result = dataset.add_column(name, (values // d_model).tolist())
+    return result.with_format(format_["type"], columns=format_["columns"],
+                              output_all_columns=format_["output_all_columns"], **format_["format_kwargs"])
 
 
 def collate_cached_features(clips, d_model: int, key: str = "audio_encoder") -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,30 +259,70 @@ def _write_features(model, processor, rows, layers: dict, file: str, batch_size:
     dtype = tower.conv1.weight.dtype
     if not dtype.is_floating_point:  # a quantised conv: the compute dtype of the model
         dtype = getattr(model, "dtype", torch.float32)
-    with ArrowWriter(features=features, path=file, writer_batch_size=_CACHE_WRITER_BATCH) as writer:
-        batches = rows.iter(batch_size=batch_size)
-        for batch in tqdm(batches, total=math.ceil(len(rows) / batch_size), desc="caching tower features",
-                          disable=not progress):
+    trim = model.config.trim_audio_tower
+    with ArrowWriter(features=features, path=file, writer_batch_size=_CACHE_WRITER_BATCH) as writer, \
+            tqdm(total=len(rows), desc="caching tower features", unit="clip", disable=not progress) as bar:
+        # a window of rows at a time: its clips are encoded shortest first, `batch_size` at a time, so a batch pads
+        # to a length close to each of its clips'; the window is written back in the rows' order
+        for chunk in rows.iter(batch_size=batch_size * _SORT_WINDOW_BATCHES):
             encoded = {}
             for column, name in zip(audio_columns, names):
-                encoded[name] = _encode_clips(model, processor, batch[column], layers[column], device, dtype)
+                arrays = [audio_to_array(clip) for clip in chunk[column]]
+                order = sorted(range(len(arrays)), key=lambda i: len(arrays[i]))
+                clips = [None] * len(arrays)
+                for start in range(0, len(order), batch_size):
+                    picked = order[start:start + batch_size]
+                    batch = _encode_clips(model, processor, [arrays[i] for i in picked], layers[column], device,
+                                          dtype, trim)
+                    for i, clip in zip(picked, batch):
+                        clips[i] = clip
+                encoded[name] = clips
             writer.write_batch(encoded)
+            bar.update(len(chunk[audio_columns[0]]))
         writer.finalize()
 
 
-def _encode_clips(model, processor, clips: list, layer: int | None, device, dtype) -> list[np.ndarray]:
-    """The tower's output (``layer`` ``None``) or its states after ``layer`` layers for each clip: flat
-    ``(frames * d_model,)`` float16 over the valid frames."""
+#: Zero samples kept after a batch's longest clip when its mel spectrogram is computed short (see
+#: :func:`_tower_inputs`): ten hops, past every frame the trimmed tower reads (the longest valid one plus three) and
+#: the STFT window around it (half of n_fft, 200 samples, at Whisper's 400).
+_SHORT_MEL_MARGIN_HOPS = 10
+
+
+def _tower_inputs(feature_extractor, arrays: list, trim: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_features, attention_mask)`` for the tower, as the processor builds them (padded to the extractor's
+    30 s), but with the spectrogram computed only as far as the trimmed tower reads it.
+
+    The processor's Whisper extractor pads every clip to 30 s before its STFT: most of a short clip's cost. With the
+    trimmed tower (``trim``), only the mel frames up to the batch's longest valid one plus three are read; their STFT
+    windows see the same samples (the clip, then zeros) whether the clip is padded to 30 s or to the longest clip
+    plus ten hops, and the log-mel's per-clip maximum is over the same clip frames and silent frames, so those frames
+    are the same; the frames after them are padded with zeros to the 30 s shape (never read). Without trimming, or
+    where a clip reaches 30 s, the extractor pads to 30 s as the processor does.
+    """
+    hop = getattr(feature_extractor, "hop_length", None)
+    full = getattr(feature_extractor, "n_samples", None)
+    longest = max(len(a) for a in arrays)
+    if trim and hop and full and longest + _SHORT_MEL_MARGIN_HOPS * hop < full:
+        inputs = feature_extractor(arrays, sampling_rate=SAMPLING_RATE, return_attention_mask=True,
+                                   padding="max_length", max_length=longest + _SHORT_MEL_MARGIN_HOPS * hop,
+                                   return_tensors="pt")
+        missing = full // hop - inputs["input_features"].shape[-1]
+        return (torch.nn.functional.pad(inputs["input_features"], (0, missing)),
+                torch.nn.functional.pad(inputs["attention_mask"], (0, missing)))
+    inputs = feature_extractor(arrays, sampling_rate=SAMPLING_RATE, return_attention_mask=True,
+                               padding="max_length", return_tensors="pt")
+    return inputs["input_features"], inputs["attention_mask"]
+
+
+def _encode_clips(model, processor, arrays: list, layer: int | None, device, dtype, trim: bool) -> list[np.ndarray]:
+    """The tower's output (``layer`` ``None``) or its states after ``layer`` layers for each clip (1-D float
+    arrays at 16 kHz): flat ``(frames * d_model,)`` float16 over the valid frames."""
     tower = model.model.audio_tower
-    inputs = processor.feature_extractor([audio_to_array(r) for r in clips], sampling_rate=SAMPLING_RATE,
-                                         return_attention_mask=True, padding="max_length", return_tensors="pt")
+    features, mask = _tower_inputs(processor.feature_extractor, arrays, trim)
     if layer is None:
-        hidden, lengths = encode_audio(tower, inputs["input_features"].to(device, dtype),
-                                       inputs["attention_mask"].to(device), trim=model.config.trim_audio_tower)
+        hidden, lengths = encode_audio(tower, features.to(device, dtype), mask.to(device), trim=trim)
     else:
-        hidden, lengths = encode_audio_to_layer(tower, inputs["input_features"].to(device, dtype),
-                                                inputs["attention_mask"].to(device), layer,
-                                                trim=model.config.trim_audio_tower)
+        hidden, lengths = encode_audio_to_layer(tower, features.to(device, dtype), mask.to(device), layer, trim=trim)
     hidden = hidden.to(torch.float16).cpu().numpy()
     return [hidden[row, :length].reshape(-1) for row, length in enumerate(lengths.tolist())]
 
