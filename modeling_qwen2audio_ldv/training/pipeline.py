@@ -15,7 +15,7 @@ from ..audio import SAMPLING_RATE
 from ..modeling_qwen2audio_ldv import Qwen2AudioLDVForConditionalGeneration
 from .arguments import AdapterArguments, DataArguments, ModelArguments, ObjectiveArguments, resolve_base
 from .data import TrainingData
-from .feature_cache import CachedFeatureCollator, build_feature_cache
+from .feature_cache import CachedFeatureCollator, build_feature_cache, with_length_column
 from .objectives import needs_mic_clip
 
 logger = logging.getLogger(__name__)
@@ -69,7 +69,13 @@ def training_collator(model, processor, train, data_args: DataArguments, objecti
 
     instruction = data_args.instruction or DEFAULT_INSTRUCTION
     distill = needs_mic_clip(objective)
+    grouped = training_args.train_sampling_strategy in ("group_by_length", "batch_rebalance")
+    length_column = training_args.length_column_name
     if not data_args.feature_cache:
+        if grouped and length_column not in train.column_names:
+            raise ValueError(f"--train_sampling_strategy {training_args.train_sampling_strategy} needs the clips' "
+                             f"lengths: the training data has no {length_column!r} column (--length_column_name); "
+                             "add one, or train from the feature cache (--feature_cache true), which adds it")
         return train, DataCollatorForQwen2AudioLDV(processor=processor, instruction=instruction, mode="train",
                                                    mic_audio_key="mic_audio" if distill else None)
     cache_dir = data_args.cache_dir or os.path.join(training_args.output_dir, "feature_cache")
@@ -85,6 +91,8 @@ def training_collator(model, processor, train, data_args: DataArguments, objecti
         layer = model.config.adapter_config.encoder_layer
         train = build_feature_cache(model, processor, train, audio_columns=columns, cache_dir=cache_dir,
                                     drop_columns=("audio", "mic_audio"), encoder_layers={"audio": layer})
+        if grouped and length_column not in train.column_names:  # frames per clip, for the length-grouped sampler
+            train = with_length_column(train, model.config.audio_config.d_model, "audio_encoder", length_column)
     collator = CachedFeatureCollator(processor, instruction, mic_feature_key="mic_audio_encoder" if distill else None,
                                      d_model=model.config.audio_config.d_model, inside_tower=layer is not None)
     return train, collator
