@@ -308,3 +308,31 @@ def test_encoder_layer_flag_takes_a_count_or_none(tmp_path):
     assert placement("--encoder_layer", "5") == 5
     with pytest.raises(ValueError, match="--encoder_layer"):
         placement("--encoder_layer", "after")
+
+
+def test_preprocessing_num_workers_sets_the_corpus_processes(monkeypatch):
+    """``--preprocessing_num_workers N`` synthesises the demo corpus in N processes; unset, one per usable core
+    (at most 8); below 1 it is refused."""
+    import os
+
+    import modeling_qwen2audio_ldv.synthetic.corpus as corpus_module
+    from modeling_qwen2audio_ldv.training.arguments import DataArguments
+    from modeling_qwen2audio_ldv.training.data import build_demo_data
+
+    seen = []
+
+    def fake_corpus(*args, num_proc=1, **kwargs):
+        seen.append(num_proc)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(corpus_module, "build_paired_corpus", fake_corpus)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(12)), raising=False)
+    for workers in (3, None):
+        with pytest.raises(RuntimeError, match="stop here"):
+            build_demo_data(DataArguments(preprocessing_num_workers=workers), seed=0)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    with pytest.raises(RuntimeError, match="stop here"):
+        build_demo_data(DataArguments(), seed=0)
+    assert seen == [3, 8, 2]
+    with pytest.raises(ValueError, match="preprocessing_num_workers"):
+        build_demo_data(DataArguments(preprocessing_num_workers=0), seed=0)

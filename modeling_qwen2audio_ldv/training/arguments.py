@@ -126,6 +126,11 @@ class DataArguments:
                                                          "utterance, each with its own noise, gain, clicks and "
                                                          "drop-outs (one training row each)"})
     corpus_seed: int = field(default=0, metadata={"help": "demo corpus seed"})
+    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "demo corpus: processes that "
+                                                                                  "synthesise and simulate it (unset"
+                                                                                  " = one per CPU core, at most 8; "
+                                                                                  "the audio is the same for any "
+                                                                                  "count)"})
     voices: list[str] | None = field(default=None, metadata={"help": "demo corpus: voices (eSpeak names, flite:slt, "
                                                                     "festival:kal_diphone, ...), split into train/"
                                                                     "validation/test by speaker; unset = eSpeak's"})

@@ -9,6 +9,7 @@ data, ``mic_audio``; a ``mic_fraction`` share of them train on their microphone 
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,16 @@ def scored_condition(condition: str) -> str:
     return DEFAULT_CONDITION if condition == MIX_CONDITION else condition
 
 
+def corpus_processes(requested: int | None) -> int:
+    """Processes for the demo corpus: ``requested``, or one per CPU core this process may use, at most 8."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"--preprocessing_num_workers ({requested}) must be >= 1")
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores))
+
+
 def build_demo_data(data_args: DataArguments, seed: int):
     """The synthetic paired corpus: LDV training rows (a share are microphone rows) and the eval sets."""
     from ..synthetic.conditions import mix_conditions
@@ -93,7 +104,8 @@ def build_demo_data(data_args: DataArguments, seed: int):
                                  voices=tuple(data_args.voices) if data_args.voices else None,
                                  augment=data_args.augment or None, extra_train_texts=extra_texts,
                                  train_conditions=mix_conditions() if mix else None,
-                                 extra_train_recordings=recordings)
+                                 extra_train_recordings=recordings,
+                                 num_proc=corpus_processes(data_args.preprocessing_num_workers))
 
     def rows_of(split: str, name: str):
         rows = corpus[split].filter(lambda c: c == name, input_columns="condition")
