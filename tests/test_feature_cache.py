@@ -324,17 +324,25 @@ def test_length_column_counts_each_clips_cached_frames(model_and_processor, tmp_
         with_length_column(cached, 7)
 
 
-def test_length_grouped_sampling_needs_lengths_when_training_from_audio(model_and_processor):
+def test_length_grouped_sampling_from_audio_uses_a_length_column_or_falls_back_to_random(model_and_processor,
+                                                                                            caplog):
     from transformers import TrainingArguments
 
     from modeling_qwen2audio_ldv.training.arguments import DataArguments
     from modeling_qwen2audio_ldv.training.pipeline import training_collator
 
     model, processor = model_and_processor
-    args = TrainingArguments(output_dir="unused", train_sampling_strategy="group_by_length", use_cpu=True,
-                             report_to="none")
-    with pytest.raises(ValueError, match="no 'length' column"):
-        training_collator(model, processor, _dataset(2), DataArguments(feature_cache=False), "lm", args)
+
+    def arguments():
+        return TrainingArguments(output_dir="unused", train_sampling_strategy="group_by_length", use_cpu=True,
+                                 report_to="none")
+
+    args = arguments()
     with_lengths = _dataset(2).add_column("length", [8000, 10000])  # the user's own lengths are used as they are
     train, _ = training_collator(model, processor, with_lengths, DataArguments(feature_cache=False), "lm", args)
-    assert train["length"] == [8000, 10000]
+    assert train["length"] == [8000, 10000] and args.train_sampling_strategy == "group_by_length"
+    args = arguments()
+    with caplog.at_level("WARNING"):
+        training_collator(model, processor, _dataset(2), DataArguments(feature_cache=False), "lm", args)
+    assert args.train_sampling_strategy == "random"  # no lengths: random batches, and the log says why
+    assert "no 'length' column" in caplog.text and "random batches" in caplog.text

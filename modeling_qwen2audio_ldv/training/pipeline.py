@@ -73,9 +73,12 @@ def training_collator(model, processor, train, data_args: DataArguments, objecti
     length_column = training_args.length_column_name
     if not data_args.feature_cache:
         if grouped and length_column not in train.column_names:
-            raise ValueError(f"--train_sampling_strategy {training_args.train_sampling_strategy} needs the clips' "
-                             f"lengths: the training data has no {length_column!r} column (--length_column_name); "
-                             "add one, or train from the feature cache (--feature_cache true), which adds it")
+            # a speed setting (the demo recipe's): without lengths, train in random batches rather than stop
+            logger.warning("--train_sampling_strategy %s needs the clips' lengths: the training data has no %r column "
+                           "(--length_column_name); training in random batches. Add the column, or train from the "
+                           "feature cache (--feature_cache true), which adds it", training_args.train_sampling_strategy,
+                           length_column)
+            training_args.train_sampling_strategy = "random"
         return train, DataCollatorForQwen2AudioLDV(processor=processor, instruction=instruction, mode="train",
                                                    mic_audio_key="mic_audio" if distill else None)
     cache_dir = data_args.cache_dir or os.path.join(training_args.output_dir, "feature_cache")
