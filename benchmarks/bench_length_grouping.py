@@ -70,18 +70,12 @@ def encode_in_row_order(model, processor, clips) -> list[np.ndarray]:
 
 def encode_sorted(model, processor, clips) -> list[np.ndarray]:
     """``build_feature_cache``'s encoding (``_write_features`` without the Arrow file)."""
-    from modeling_qwen2audio_ldv.training.feature_cache import _SORT_WINDOW_BATCHES, _encode_clips
+    from modeling_qwen2audio_ldv.training.feature_cache import _SORT_WINDOW_BATCHES, encode_shortest_first
 
-    out = [None] * len(clips)
     window = BATCH * _SORT_WINDOW_BATCHES
-    for first in range(0, len(clips), window):
-        order = sorted(range(first, min(first + window, len(clips))), key=lambda i: len(clips[i]))
-        for start in range(0, len(order), BATCH):
-            picked = order[start:start + BATCH]
-            for i, clip in zip(picked, _encode_clips(model, processor, [clips[i] for i in picked], None, "cpu",
-                                                     torch.float32, True)):
-                out[i] = clip
-    return out
+    return [clip for first in range(0, len(clips), window)
+            for clip in encode_shortest_first(model, processor, clips[first:first + window], None, BATCH, "cpu",
+                                              torch.float32, True)]
 
 
 def timed(fn):
@@ -106,9 +100,10 @@ def cache_part(base: str, clips, repeats: int) -> dict:
             for name in (list(paths) if repeat % 2 == 0 else list(paths)[::-1]):
                 took, results[name] = timed(paths[name])
                 seconds[name].append(took)
-    worst = max(float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max())
-                for a, b in zip(results["before"], results["after"]))
-    if any(a.shape != b.shape for a, b in zip(results["before"], results["after"])) or worst > 4e-3:
+    pairs = list(zip(results["before"], results["after"]))
+    worst = max(float(np.abs(a.astype(np.float32) - b.astype(np.float32)).max()) for a, b in pairs)
+    # a batch of other clips trims the tower to another length: equal up to a float16 rounding step (2^-10 relative)
+    if any(a.shape != b.shape or not np.allclose(a, b, rtol=2e-3, atol=4e-3) for a, b in pairs):
         raise AssertionError(f"the two encodings differ (max abs difference {worst})")
     ratios = [b / a for a, b in zip(seconds["before"], seconds["after"])]
     return {"before_s": statistics.median(seconds["before"]), "after_s": statistics.median(seconds["after"]),

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 import logging
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -135,7 +134,7 @@ def with_length_column(dataset, d_model: int, key: str = "audio_encoder", name: 
     values = pc.list_value_length(dataset.data.column(key)).to_numpy(zero_copy_only=False)
     if np.any(values % d_model):
         raise ValueError(f"feature cache column {key!r}: a clip's length is not a whole number of {d_model} frames")
-    format_ = dataset.format
+    format_ = dataset.format  # add_column would add the lengths to the float16 numpy columns: keep them plain ints
     result = dataset.add_column(name, (values // d_model).tolist())
     return result.with_format(format_["type"], columns=format_["columns"],
                               output_all_columns=format_["output_all_columns"], **format_["format_kwargs"])
@@ -265,21 +264,26 @@ def _write_features(model, processor, rows, layers: dict, file: str, batch_size:
         # a window of rows at a time: its clips are encoded shortest first, `batch_size` at a time, so a batch pads
         # to a length close to each of its clips'; the window is written back in the rows' order
         for chunk in rows.iter(batch_size=batch_size * _SORT_WINDOW_BATCHES):
-            encoded = {}
-            for column, name in zip(audio_columns, names):
-                arrays = [audio_to_array(clip) for clip in chunk[column]]
-                order = sorted(range(len(arrays)), key=lambda i: len(arrays[i]))
-                clips = [None] * len(arrays)
-                for start in range(0, len(order), batch_size):
-                    picked = order[start:start + batch_size]
-                    batch = _encode_clips(model, processor, [arrays[i] for i in picked], layers[column], device,
-                                          dtype, trim)
-                    for i, clip in zip(picked, batch):
-                        clips[i] = clip
-                encoded[name] = clips
+            encoded = {name: encode_shortest_first(model, processor, [audio_to_array(c) for c in chunk[column]],
+                                                   layers[column], batch_size, device, dtype, trim)
+                       for column, name in zip(audio_columns, names)}
             writer.write_batch(encoded)
             bar.update(len(chunk[audio_columns[0]]))
         writer.finalize()
+
+
+def encode_shortest_first(model, processor, arrays: list, layer: int | None, batch_size: int, device, dtype,
+                          trim: bool) -> list[np.ndarray]:
+    """:func:`_encode_clips` over ``arrays`` in batches of ``batch_size`` clips of similar length (shortest first),
+    returned in the order of ``arrays``."""
+    order = sorted(range(len(arrays)), key=lambda i: len(arrays[i]))
+    clips = [None] * len(arrays)
+    for start in range(0, len(order), batch_size):
+        picked = order[start:start + batch_size]
+        for i, clip in zip(picked, _encode_clips(model, processor, [arrays[i] for i in picked], layer, device, dtype,
+                                                 trim)):
+            clips[i] = clip
+    return clips
 
 
 #: Zero samples kept after a batch's longest clip when its mel spectrogram is computed short (see
@@ -301,17 +305,17 @@ def _tower_inputs(feature_extractor, arrays: list, trim: bool) -> tuple[torch.Te
     """
     hop = getattr(feature_extractor, "hop_length", None)
     full = getattr(feature_extractor, "n_samples", None)
-    longest = max(len(a) for a in arrays)
-    if trim and hop and full and longest + _SHORT_MEL_MARGIN_HOPS * hop < full:
-        inputs = feature_extractor(arrays, sampling_rate=SAMPLING_RATE, return_attention_mask=True,
-                                   padding="max_length", max_length=longest + _SHORT_MEL_MARGIN_HOPS * hop,
-                                   return_tensors="pt")
-        missing = full // hop - inputs["input_features"].shape[-1]
-        return (torch.nn.functional.pad(inputs["input_features"], (0, missing)),
-                torch.nn.functional.pad(inputs["attention_mask"], (0, missing)))
-    inputs = feature_extractor(arrays, sampling_rate=SAMPLING_RATE, return_attention_mask=True,
-                               padding="max_length", return_tensors="pt")
-    return inputs["input_features"], inputs["attention_mask"]
+    short = None  # samples to pad to; None: the extractor's own 30 s
+    if trim and hop and full:
+        needed = max(len(a) for a in arrays) + _SHORT_MEL_MARGIN_HOPS * hop
+        short = needed if needed < full else None
+    inputs = feature_extractor(arrays, sampling_rate=SAMPLING_RATE, return_attention_mask=True, padding="max_length",
+                               max_length=short, return_tensors="pt")
+    features, mask = inputs["input_features"], inputs["attention_mask"]
+    if short is None:
+        return features, mask
+    missing = full // hop - features.shape[-1]
+    return torch.nn.functional.pad(features, (0, missing)), torch.nn.functional.pad(mask, (0, missing))
 
 
 def _encode_clips(model, processor, arrays: list, layer: int | None, device, dtype, trim: bool) -> list[np.ndarray]:
