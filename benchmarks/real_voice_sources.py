@@ -76,7 +76,7 @@ def spanish_recordings(minutes: float, copies: int, max_seconds: float, seed: in
     files = sorted(SPANISH.rglob("*.g722"))
     drawn, total = [], 0.0
     for index in np.random.default_rng(seed).permutation(len(files)):
-        seconds = files[index].stat().st_size / 8000  # G.722 at 64 kbit/s
+        seconds = files[index].stat().st_size / other_speakers._G722_BYTES_PER_SECOND  # its length, not decoded
         if other_speakers.MIN_SECONDS <= seconds <= max_seconds and total < minutes * 60:
             drawn.append(other_speakers.Recording(files[index], "oracle:es:allison_smith", "es",
                                                   files[index].stem, seconds))
