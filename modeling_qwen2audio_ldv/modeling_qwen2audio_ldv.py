@@ -114,6 +114,22 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
         else:
             super()._init_weights(module)
 
+    def _initialize_weights(self, module, is_custom_code: bool = False):
+        # An adapter is initialised as a whole by its own reset_parameters whenever a weight of it was not loaded (a
+        # fresh adapter on a base). transformers visits its sub-modules first and would give their Linear layers the
+        # base's N(0, 0.02); for custom code it also skips a module with no parameters of its own, which a LoRA
+        # adapter is (its weights sit in peft's sub-modules): LoRA's B then started random, not at zero.
+        if isinstance(module, (DomainAdapter, LoRADomainAdapter)):
+            if not getattr(module, "_is_hf_initialized", False):
+                if not all(getattr(p, "_is_hf_initialized", False) for p in module.parameters()):
+                    module.reset_parameters()
+                module._is_hf_initialized = True
+            return
+        if module is not self and any(module is part for adapter in self.domain_adapters.values()
+                                      for part in adapter.modules()):
+            return  # its adapter (visited after it) initialises it
+        super()._initialize_weights(module, is_custom_code)
+
     # ----------------------------------------------------------------------------------------------- audio path
     def _domains(self, audio_domain: list[str] | str | None, num_audios: int) -> list[str]:
         """``audio_domain`` as one checked name per audio."""

@@ -16,6 +16,7 @@ from modeling_qwen2audio_ldv import (
 from modeling_qwen2audio_ldv.adapter_bank_qwen2audio_ldv import ADAPTER_WEIGHTS_NAME
 from modeling_qwen2audio_ldv.adapters_qwen2audio_ldv import build_domain_adapter
 from modeling_qwen2audio_ldv.data.collator import build_prompt
+from test_modeling import make_inputs
 
 ADAPTER = DomainAdapterConfig(num_heads=4, ff_dim=32, num_layers=1, zero_init=False)
 
@@ -36,6 +37,32 @@ def test_intact_base_loads(tiny_base, tiny_base_dir):
     loaded = model.state_dict()
     for key, value in base.state_dict().items():
         assert torch.equal(loaded[key], value), key
+
+
+@pytest.mark.parametrize("adapter", [
+    dict(adapter_type="lora", lora_rank=4, encoder_layer=1),
+    dict(adapter_type="transformer", num_heads=4, ff_dim=32, num_layers=1),
+    dict(adapter_type="mlp", encoder_layer=1),
+], ids=["lora", "transformer", "mlp"])
+def test_a_fresh_zero_init_adapter_from_a_base_starts_as_the_base(tiny_base, tiny_base_dir, adapter):
+    """``from_base_pretrained`` initialises the new adapter with its own ``reset_parameters``, not the base's
+    N(0, 0.02) for every Linear: with ``zero_init`` (LoRA's B at zero, the transformer's output LayerNorm and the
+    MLP's up-projection at zero) the adapted model's logits are those with the adapter off, to the bit."""
+    base, processor = tiny_base
+    config = DomainAdapterConfig(**adapter, zero_init=True)
+    model = Qwen2AudioLDVForConditionalGeneration.from_base_pretrained(tiny_base_dir, adapter_config=config).eval()
+    reference = add_domain_adapter_to_model(copy.deepcopy(base), **adapter, zero_init=True)
+    fresh = model.domain_adapter.state_dict()
+    zeroed = [key for key, value in reference.domain_adapter.state_dict().items() if not value.abs().sum()]
+    assert zeroed and all(not fresh[key].abs().sum() for key in zeroed)  # zero after loading too
+    if adapter["adapter_type"] == "lora":  # A drawn Kaiming-uniform (bound 1/sqrt(fan_in)), not N(0, 0.02)
+        a = fresh["layers.1.fc1.lora_A.ldv.weight"]
+        assert 0 < a.abs().max() <= 1 / a.shape[1] ** 0.5
+    inputs = make_inputs(processor, lengths=(16000, 8000))
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        with model.disable_domain_adapter():
+            assert torch.equal(logits, model(**inputs).logits)
 
 
 def test_base_with_a_missing_weight_raises(tiny_base_dir, tmp_path):
