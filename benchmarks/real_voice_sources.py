@@ -10,6 +10,10 @@ added to its training rows (``--speech``), scored on the demo's real-voice sampl
   on test speakers: never share it, never report its figures as the adapter's.
 - ``spanish`` (also a diagnostic: the same held-out speaker): her Spanish prompts (Debian's
   ``asterisk-core-sounds-es-g722``, not installed by the set-up script): the speaker without the language.
+- ``talker`` (the same ceiling, through the user's route): the ``set`` clips joined into long 48 kHz FLAC files
+  (``--file_minutes`` each, a second of silence between clips), given to ``train_hf.py --talker_recordings`` as a
+  user would give recordings of their talker: cut at pauses, ``--talker_share`` of the demo's training rows. The
+  joined files are new bytes under a new speaker id, so nothing refuses them: the same caution as ``set`` applies.
 - ``piper``: Piper's neural ``joe`` voice (the opt-in ``piper`` extra) speaking word spans of the set's transcripts:
   the language and text domain from the most natural voice the registries ship, no held-out speaker.
 
@@ -18,6 +22,7 @@ synthesised utterance; the ``distill`` objective reads no transcript), ``--copie
 draw, beside ``--num_train_utterances`` of the demo's synthetic rows.
 
     python benchmarks/real_voice_sources.py --speech set [--copies 2] [--clips N] -- [train_hf.py flags]
+    python benchmarks/real_voice_sources.py --speech talker --clips 160 [-- --talker_share 0.4 ...]
 
 Writes ``outputs/real_voice_<speech>/`` (the demo's result files) unless ``--output_dir`` is among the flags.
 """
@@ -108,12 +113,47 @@ def piper_recordings(count: int, copies: int, folder: Path, seed: int = 0) -> li
     return recordings * copies
 
 
+def talker_folder(recordings: list[other_speakers.Recording], folder: Path, file_minutes: float) -> Path:
+    """``recordings`` (each once, in order) joined into 48 kHz FLAC files of about ``file_minutes`` each, one
+    second of silence after each clip: a talker's long recordings, as ``--talker_recordings`` takes them."""
+    import soundfile as sf
+    from scipy.signal import resample_poly
+
+    from modeling_qwen2audio_ldv.audio import SAMPLING_RATE
+    from modeling_qwen2audio_ldv.data.real_voices import decode_recording
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.flac"):
+        old.unlink()
+    pause = np.zeros(SAMPLING_RATE, dtype=np.float32)
+    parts: list[np.ndarray] = []
+    written = 0
+
+    def flush() -> None:
+        nonlocal parts, written
+        if parts:
+            audio = resample_poly(np.concatenate(parts), 3, 1).astype(np.float32)  # 16 -> 48 kHz
+            sf.write(folder / f"talker-{written:03d}.flac", np.clip(audio, -1, 1), 3 * SAMPLING_RATE)
+            parts, written = [], written + 1
+
+    for recording in recordings:
+        parts += [decode_recording(recording.path), pause]
+        if sum(p.shape[0] for p in parts) >= file_minutes * 60 * SAMPLING_RATE:
+            flush()
+    flush()
+    print(f"talker: {len(recordings)} clips joined into {written} FLAC files in {folder}", flush=True)
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--speech", choices=("set", "spanish", "piper"), required=True,
-                        help="set: the set's unscored clips (a ceiling); spanish: its speaker's Spanish prompts; "
-                             "piper: Piper's joe speaking spans of the set's transcripts")
+    parser.add_argument("--speech", choices=("set", "talker", "spanish", "piper"), required=True,
+                        help="set: the set's unscored clips (a ceiling); talker: the same clips as long files "
+                             "through --talker_recordings; spanish: its speaker's Spanish prompts; piper: Piper's "
+                             "joe speaking spans of the set's transcripts")
+    parser.add_argument("--file_minutes", type=float, default=1.0,
+                        help="--speech talker: minutes of clips per joined file")
     parser.add_argument("--copies", type=int, default=2, help="rows per clip, each with its own LDV draw")
     parser.add_argument("--max_seconds", type=float, default=12.0, help="longer clips are left out")
     parser.add_argument("--clips", type=int, default=None,
@@ -130,6 +170,14 @@ def main() -> None:
     if not (folder / "mic" / "metadata.csv").is_file():
         raise SystemExit(f"{folder}: no real-voice set; run `python train_hf.py` or `ldv-qwen2audio "
                          "build-real-voice-set` first")
+    if args.speech == "talker":  # the user's route: long files, cut at pauses, a share of the demo's rows
+        clips = oracle_recordings(folder, data_args.real_voice_samples, 1, args.max_seconds, args.clips)
+        flags += ["--talker_recordings", str(talker_folder(clips, ROOT / "outputs" / "talker_set", args.file_minutes))]
+        if "--output_dir" not in flags:
+            flags += ["--output_dir", "outputs/real_voice_talker"]
+        results = train_hf.main(flags)
+        print(json.dumps({k: v for k, v in results.items() if "real" in k}, indent=1))
+        return
     if args.speech == "set":
         recordings = oracle_recordings(folder, data_args.real_voice_samples, args.copies, args.max_seconds,
                                        args.clips)

@@ -54,3 +54,26 @@ def test_a_seeded_draw_of_the_unscored_clips(oracle, tmp_path):
     assert names == [r.path.name for r in oracle.oracle_recordings(folder, 5, 3, 12.0, clips=4)[:4]]
     with pytest.raises(ValueError, match="--clips"):
         oracle.oracle_recordings(folder, samples=5, copies=1, max_seconds=12.0, clips=16)
+
+
+def test_talker_folder_joins_the_clips_into_long_48_khz_files(oracle, tmp_path):
+    """``--speech talker``: the clips in order, a second of silence after each, a new file once one holds
+    ``--file_minutes``; 3 one-second clips with 3 s per file give files of 4 s and 2 s at 48 kHz."""
+    import numpy as np
+    import soundfile as sf
+
+    from modeling_qwen2audio_ldv.data.other_speakers import Recording
+
+    clips = []
+    for index, frequency in enumerate((200.0, 300.0, 400.0)):
+        path = tmp_path / f"clip{index}.wav"
+        sf.write(path, (0.3 * np.sin(2 * np.pi * frequency * np.arange(16000) / 16000)).astype(np.float32), 16000)
+        clips.append(Recording(path, "oracle:x", "en", "text", 1.0))
+    folder = oracle.talker_folder(clips, tmp_path / "talker", file_minutes=3 / 60)
+    files = sorted(folder.glob("*.flac"))
+    assert [f.name for f in files] == ["talker-000.flac", "talker-001.flac"]
+    assert [(sf.info(f).samplerate, sf.info(f).frames) for f in files] == [(48000, 4 * 48000), (48000, 2 * 48000)]
+    first, _ = sf.read(files[0])  # clip 0 (0-1 s), pause, clip 1 (2-3 s), pause
+    back = first[::3]  # 48 -> 16 kHz by taking every third sample of the band-limited tone
+    assert np.abs(back[32000 + 800 : 48000 - 800] - np.asarray(sf.read(clips[1].path)[0])[800:-800]).max() < 1e-3
+    assert np.abs(first[48000 + 4800 : 2 * 48000 - 4800]).max() < 1e-3  # the pause after the first clip

@@ -149,6 +149,16 @@ class DataArguments:
     other_speaker_max_seconds: float = field(default=8.0, metadata={"help": "demo corpus: the longest recording "
                                                                             "--other_speaker_clips draws (s; a long "
                                                                             "clip pads every batch it joins)"})
+    talker_recordings: str | None = field(default=None, metadata={"help": "demo corpus: a folder of microphone "
+                                                                          "recordings of the talker the adapter is "
+                                                                          "for (any format, rate and length; no "
+                                                                          "transcripts): cut at pauses into pieces "
+                                                                          "that fill --talker_share of the training "
+                                                                          "rows with their simulated LDV versions; "
+                                                                          "objective distill only"})
+    talker_share: float = field(default=0.4, metadata={"help": "demo corpus: share of the --num_train_utterances "
+                                                               "rows that are --talker_recordings pieces (the rest "
+                                                               "stay synthetic)"})
     real_voice_set: str | None = field(default=None, metadata={"help": "demo corpus: a real-voice set folder "
                                                                        "(build-real-voice-set; built there if "
                                                                        "absent): its microphone and `condition` LDV "

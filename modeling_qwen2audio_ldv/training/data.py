@@ -99,7 +99,12 @@ def build_demo_data(data_args: DataArguments, seed: int):
 
         recordings = draw_recordings(data_args.other_speaker_clips, data_args.corpus_seed,
                                      max_seconds=data_args.other_speaker_max_seconds)
-    corpus = build_paired_corpus(data_args.num_train_utterances, data_args.num_eval_utterances, data_args.corpus_seed,
+    num_synthetic = data_args.num_train_utterances
+    if data_args.talker_recordings:
+        talker = talker_recordings(data_args)
+        num_synthetic -= len(talker)
+        recordings = list(recordings) + talker
+    corpus = build_paired_corpus(num_synthetic, data_args.num_eval_utterances, data_args.corpus_seed,
                                  conditions=conditions + draws, kinds=tuple(data_args.text_kinds),
                                  voices=tuple(data_args.voices) if data_args.voices else None,
                                  augment=data_args.augment or None, extra_train_texts=extra_texts,
@@ -128,6 +133,27 @@ def build_demo_data(data_args: DataArguments, seed: int):
         eval_sets[f"ldv_{names[1]}"] = (
             rows_of("test", names[1]).select_columns(["ldv_audio", "text"]).rename_column("ldv_audio", "audio"))
     return mix_mic_rows(train, "ldv_audio", "mic_audio", data_args.mic_fraction, seed), eval_sets, corpus
+
+
+def talker_recordings(data_args: DataArguments) -> list:
+    """``--talker_recordings``' pieces (written to a temporary folder), drawn to fill ``--talker_share`` of the
+    ``--num_train_utterances`` rows; at least one synthetic row stays."""
+    from datasets.fingerprint import get_temporary_cache_files_directory
+
+    from ..data.talker import prepare_talker_recordings, talker_rows
+
+    share = data_args.talker_share
+    count = round(share * data_args.num_train_utterances)
+    if not 0 < share < 1 or not 0 < count < data_args.num_train_utterances:
+        raise ValueError(f"--talker_share ({share}) must be in (0, 1), leaving talker and synthetic rows among the "
+                         f"--num_train_utterances ({data_args.num_train_utterances})")
+    talker = prepare_talker_recordings(data_args.talker_recordings,
+                                       Path(get_temporary_cache_files_directory()) / "talker_pieces",
+                                       on_bad_file=data_args.on_bad_example)
+    rows = talker_rows(talker.recordings, count, data_args.corpus_seed)
+    logger.info("--talker_recordings: %s; %d training rows (%.1f per piece), %d synthetic", talker.describe(),
+                count, count / len(talker.recordings), data_args.num_train_utterances - count)
+    return rows
 
 
 def mic_rows(count: int, mic_fraction: float, seed: int) -> np.ndarray:
@@ -245,9 +271,16 @@ def load_training_data(data_args: DataArguments, seed: int, objective: str) -> T
         if data_args.other_speaker_clips and any(o.needs_labels for o in parse_objectives(objective)):
             raise ValueError(f"--other_speaker_clips trains on recordings in other languages, whose transcripts the "
                              f"model must not learn to write: use --objective distill (got {objective!r})")
+        if data_args.talker_recordings and any(o.needs_labels for o in parse_objectives(objective)):
+            raise ValueError(f"--talker_recordings trains on untranscribed recordings: use --objective distill (got "
+                             f"{objective!r})")
         train, eval_sets, corpus = build_demo_data(data_args, seed)
         condition = data_args.condition
     else:
+        if data_args.talker_recordings:
+            raise ValueError("--talker_recordings joins the demo corpus (the talker's microphone speech with LDV "
+                             "simulated under --condition); with --train_data, add the talker's paired recordings to "
+                             "the data instead")
         corpus = None
         train, eval_sets = load_user_data(data_args, seed)
         condition = Path(data_args.train_data).name
