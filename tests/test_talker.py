@@ -76,7 +76,7 @@ def _folder(tmp_path):
 
 def test_a_folder_becomes_16_khz_mono_pieces_and_bad_files_are_named_and_skipped(tmp_path, caplog):
     folder = _folder(tmp_path)
-    talker = prepare_talker_recordings(folder, tmp_path / "pieces")
+    talker = prepare_talker_recordings(folder, tmp_path / "pieces", max_seconds=8.0)
     assert talker.files == 2 and [r.path.parent for r in talker.recordings] == [tmp_path / "pieces"] * 2
     assert {r.speaker for r in talker.recordings} == {"talker:alice"}
     assert {r.text for r in talker.recordings} == {TALKER_TEXT}
@@ -90,6 +90,9 @@ def test_a_folder_becomes_16_khz_mono_pieces_and_bad_files_are_named_and_skipped
     assert [(p.rsplit("/", 1)[1], why.split(" (")[0]) for p, why in talker.skipped] == [
         ("broken.wav", "cannot be decoded"), ("silent.wav", "holds no speech of 0.5 s or more")]
     assert "broken.wav" in caplog.text and "silent.wav" in caplog.text
+    # the default longest piece, 4 s: the interview's two phrases (0.95-3.05 s, 3.45-5.55 s) no longer join
+    assert [round(r.seconds, 2) for r in prepare_talker_recordings(folder, tmp_path / "pieces").recordings] == [
+        1.6, 2.1, 2.1]
     with pytest.raises(ValueError, match=r"broken\.wav cannot be decoded"):
         prepare_talker_recordings(folder, tmp_path / "pieces", on_bad_file="error")
 
@@ -141,7 +144,8 @@ def test_the_pieces_fill_the_talker_share_of_the_demo_rows(tmp_path, monkeypatch
         raise RuntimeError("stop here")
 
     monkeypatch.setattr(corpus_module, "build_paired_corpus", fake_corpus)
-    args = DataArguments(talker_recordings=str(_folder(tmp_path)), talker_share=0.4, num_train_utterances=10)
+    args = DataArguments(talker_recordings=str(_folder(tmp_path)), talker_share=0.4, num_train_utterances=10,
+                         talker_max_seconds=8.0)
     with pytest.raises(RuntimeError, match="stop here"):
         build_demo_data(args, seed=0)
     (num_train, rows), = seen

@@ -156,6 +156,9 @@ class DataArguments:
                                                                           "that fill --talker_share of the training "
                                                                           "rows with their simulated LDV versions; "
                                                                           "objective distill only"})
+    talker_max_seconds: float = field(default=4.0, metadata={"help": "demo corpus: the longest --talker_recordings "
+                                                                     "piece (s); phrases are joined up to it (8: "
+                                                                     "worse and 2x slower on the real-voice set)"})
     talker_share: float = field(default=0.4, metadata={"help": "demo corpus: share of the --num_train_utterances "
                                                                "rows that are --talker_recordings pieces (the rest "
                                                                "stay synthetic)"})

@@ -149,6 +149,7 @@ def talker_recordings(data_args: DataArguments) -> list:
                          f"--num_train_utterances ({data_args.num_train_utterances})")
     talker = prepare_talker_recordings(data_args.talker_recordings,
                                        Path(get_temporary_cache_files_directory()) / "talker_pieces",
+                                       max_seconds=data_args.talker_max_seconds,
                                        on_bad_file=data_args.on_bad_example)
     rows = talker_rows(talker.recordings, count, data_args.corpus_seed)
     logger.info("--talker_recordings: %s; %d training rows (%.1f per piece), %d synthetic", talker.describe(),
