@@ -125,8 +125,9 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
                     module.reset_parameters()
                 module._is_hf_initialized = True
             return
-        if module is not self and any(module is part for adapter in self.domain_adapters.values()
-                                      for part in adapter.modules()):
+        adapters = self._modules.get("domain_adapters")  # absent while the stock __init__ runs post_init
+        if module is not self and adapters is not None and any(module is part for adapter in adapters.values()
+                                                               for part in adapter.modules()):
             return  # its adapter (visited after it) initialises it
         super()._initialize_weights(module, is_custom_code)
 
