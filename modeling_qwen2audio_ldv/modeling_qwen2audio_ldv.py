@@ -120,10 +120,11 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
         # base's N(0, 0.02); for custom code it also skips a module with no parameters of its own, which a LoRA
         # adapter is (its weights sit in peft's sub-modules): LoRA's B then started random, not at zero.
         if isinstance(module, (DomainAdapter, LoRADomainAdapter)):
-            if not getattr(module, "_is_hf_initialized", False):
-                if not all(getattr(p, "_is_hf_initialized", False) for p in module.parameters()):
-                    module.reset_parameters()
-                module._is_hf_initialized = True
+            if all(getattr(p, "_is_hf_initialized", False) for p in module.parameters()):
+                module._is_hf_initialized = True  # every weight loaded: nothing to initialise
+                return
+            # through transformers' own step (it marks the module), as code that is not custom: _init_weights below
+            super()._initialize_weights(module, is_custom_code=False)
             return
         adapters = self._modules.get("domain_adapters")  # absent while the stock __init__ runs post_init
         if module is not self and adapters is not None and any(module is part for adapter in adapters.values()
