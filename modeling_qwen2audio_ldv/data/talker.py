@@ -60,7 +60,7 @@ class TalkerRecordings:
 
     recordings: list[Recording]  #: one per piece, in file order then time order
     files: int  #: files that gave at least one piece
-    seconds: float  #: speech in the pieces (s)
+    seconds: float  #: audio in the pieces (s; the pauses inside a piece count)
     skipped: list[tuple[str, str]]  #: ``(file, why)`` for every file that gave no piece
 
     def describe(self) -> str:
