@@ -126,11 +126,27 @@ class Qwen2AudioLDVForConditionalGeneration(DomainAdapterBankMixin, DomainAdapte
             # through transformers' own step (it marks the module), as code that is not custom: _init_weights below
             super()._initialize_weights(module, is_custom_code=False)
             return
-        adapters = self._modules.get("domain_adapters")  # absent while the stock __init__ runs post_init
-        if module is not self and adapters is not None and any(module is part for adapter in adapters.values()
-                                                               for part in adapter.modules()):
+        parts = getattr(self, "_adapter_parts", None)
+        if parts is None:  # called outside initialize_weights
+            parts = self._adapter_part_ids()
+        if id(module) in parts:
             return  # its adapter (visited after it) initialises it
         super()._initialize_weights(module, is_custom_code)
+
+    def _adapter_part_ids(self) -> frozenset[int]:
+        """``id`` of every module inside an adapter (not the adapters themselves)."""
+        adapters = self._modules.get("domain_adapters")  # absent while the stock __init__ runs post_init
+        if adapters is None:
+            return frozenset()
+        return frozenset(id(part) for adapter in adapters.values() for part in adapter.modules() if part is not adapter)
+
+    def initialize_weights(self):
+        # the adapters' sub-modules, found once per pass instead of once per module visited
+        self._adapter_parts = self._adapter_part_ids()
+        try:
+            super().initialize_weights()
+        finally:
+            del self._adapter_parts
 
     # ----------------------------------------------------------------------------------------------- audio path
     def _domains(self, audio_domain: list[str] | str | None, num_audios: int) -> list[str]:
