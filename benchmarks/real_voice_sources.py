@@ -170,29 +170,25 @@ def main() -> None:
     if not (folder / "mic" / "metadata.csv").is_file():
         raise SystemExit(f"{folder}: no real-voice set; run `python train_hf.py` or `ldv-qwen2audio "
                          "build-real-voice-set` first")
+    if "--output_dir" not in flags:
+        flags += ["--output_dir", f"outputs/real_voice_{args.speech}"]
     if args.speech == "talker":  # the user's route: long files, cut at pauses, a share of the demo's rows
         clips = oracle_recordings(folder, data_args.real_voice_samples, 1, args.max_seconds, args.clips)
         flags += ["--talker_recordings", str(talker_folder(clips, ROOT / "outputs" / "talker_set", args.file_minutes))]
-        if "--output_dir" not in flags:
-            flags += ["--output_dir", "outputs/real_voice_talker"]
-        results = train_hf.main(flags)
-        print(json.dumps({k: v for k, v in results.items() if "real" in k}, indent=1))
-        return
-    if args.speech == "set":
-        recordings = oracle_recordings(folder, data_args.real_voice_samples, args.copies, args.max_seconds,
-                                       args.clips)
-    elif args.speech == "spanish":
-        recordings = spanish_recordings(args.minutes, args.copies, args.max_seconds)
     else:
-        recordings = piper_recordings(args.spans, args.copies, ROOT / "outputs" / "piper_spans")
-    if args.speech != "piper":  # this process only: the held-out guard lifted for these files
-        corpus._check_recordings = lambda recordings, registry: None
-    # the draw of other speakers' recordings replaced by these
-    other_speakers.draw_recordings = lambda n, seed, **kwargs: recordings[:n]
-    if "--output_dir" not in flags:
-        flags += ["--output_dir", f"outputs/real_voice_{args.speech}"]
-    flags += ["--other_speaker_clips", str(len(recordings)),
-              "--num_train_utterances", str(args.num_train_utterances)]
+        if args.speech == "set":
+            recordings = oracle_recordings(folder, data_args.real_voice_samples, args.copies, args.max_seconds,
+                                           args.clips)
+        elif args.speech == "spanish":
+            recordings = spanish_recordings(args.minutes, args.copies, args.max_seconds)
+        else:
+            recordings = piper_recordings(args.spans, args.copies, ROOT / "outputs" / "piper_spans")
+        if args.speech != "piper":  # this process only: the held-out guard lifted for these files
+            corpus._check_recordings = lambda recordings, registry: None
+        # the draw of other speakers' recordings replaced by these
+        other_speakers.draw_recordings = lambda n, seed, **kwargs: recordings[:n]
+        flags += ["--other_speaker_clips", str(len(recordings)),
+                  "--num_train_utterances", str(args.num_train_utterances)]
     results = train_hf.main(flags)
     print(json.dumps({k: v for k, v in results.items() if "real" in k}, indent=1))
 
