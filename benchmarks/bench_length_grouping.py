@@ -21,7 +21,6 @@ reported are medians over ``--repeats`` of the seconds and of after/before in th
 """
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -33,6 +32,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _timing import write_json_and_markdown  # noqa: E402
 
 BATCH = 16
 
@@ -192,11 +193,7 @@ def main(argv=None) -> dict:
         lines.append(f"| a training epoch, LoRA from layer {row['layer']} (`distill`): random -> grouped batches "
                      f"(padded frames {row['padded_frames_random']:,} -> {row['padded_frames_grouped']:,}) | "
                      f"{row['random_s']:.1f} | {row['grouped_s']:.1f} | {row['grouped_over_random']:.2f} |")
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    output.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_json_and_markdown(args.output, report, lines)
     return report
 
 

@@ -99,3 +99,36 @@ def test_disabled_adapter_with_trimming_equals_stock_within_float_rounding(tiny_
             assert torch.equal(loud_adapter(**inputs).logits, stock)
     finally:
         loud_adapter.config.trim_audio_tower = True
+
+
+def test_length_batches_split_where_a_clip_is_under_half_the_batch_longest():
+    from modeling_qwen2audio_ldv.inference.generate import length_batches
+
+    lengths = [10, 3, 22, 9, 5, 11, 4]  # longest first: 22(2) 11(5) 10(0) 9(3) 5(4) 4(6) 3(1)
+    # 10 * 2 < 22 opens a batch; 5 * 2 >= 10 stays; the batch is then full (3); 3 * 2 >= 4 stays
+    assert length_batches(lengths, 3) == [[2, 5], [0, 3, 4], [6, 1]]
+    assert length_batches(lengths, 3, max_ratio=float("inf")) == [[2, 5, 0], [3, 4, 6], [1]]  # count only
+    assert length_batches([7, 7, 7], 2) == [[0, 1], [2]]  # equal lengths keep their order
+    assert length_batches([], 4) == []
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        length_batches([1], 0)
+
+
+def test_generation_batches_follow_length_batches_and_transcripts_keep_input_order(tiny_base, monkeypatch):
+    base, processor = tiny_base
+    clips = noise_clips([16000, 4000, 12000, 9000], 5)
+    sizes = []
+    generate = base.generate
+
+    def recording_generate(**kwargs):
+        sizes.append(kwargs["input_ids"].shape[0])
+        return generate(**kwargs)
+
+    monkeypatch.setattr(base, "generate", recording_generate)
+    forward = generate_transcripts(base, processor, clips, INSTRUCTION, batch_size=4, max_new_tokens=6,
+                                   progress=False)
+    assert sizes == [3, 1]  # 16000, 12000, 9000 (each >= 8000); then 4000
+    backward = generate_transcripts(base, processor, clips[::-1], INSTRUCTION, batch_size=4, max_new_tokens=6,
+                                    progress=False)
+    assert backward == forward[::-1]
+    assert len(set(forward)) > 1  # the clips' transcripts differ, so a mix-up of the order would show
